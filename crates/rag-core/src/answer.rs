@@ -1,0 +1,121 @@
+//! Answers with citations, and generation requests.
+
+use crate::document::Span;
+use crate::ids::{ChunkId, DocId};
+
+/// A reference from an answer to the span of a document it used.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Citation {
+    /// The document.
+    pub doc_id: DocId,
+    /// The document's version.
+    pub doc_version: u64,
+    /// The chunk.
+    pub chunk_id: ChunkId,
+    /// The cited bytes of the document's text.
+    pub span: Span,
+}
+
+/// An answer to a question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The answer's text.
+    pub text: String,
+    /// What it cites.
+    pub citations: Vec<Citation>,
+}
+
+/// Who speaks in a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Instructions.
+    System,
+    /// The user.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// Who speaks.
+    pub role: Role,
+    /// What is said.
+    pub content: String,
+}
+
+/// How to sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// Most tokens to generate.
+    pub max_new_tokens: usize,
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// Nucleus mass, in (0, 1].
+    pub top_p: f32,
+    /// Seed for sampling.
+    pub seed: u64,
+    /// Generation stops before any of these texts.
+    pub stop: Vec<String>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 256,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// A generation request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationRequest {
+    /// The chat so far.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling settings.
+    pub params: SamplingParams,
+}
+
+/// Whether generation should go on after a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenControl {
+    /// Go on.
+    Continue,
+    /// Stop now.
+    Stop,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced its end token.
+    EndOfText,
+    /// A stop sequence was produced.
+    StopSequence,
+    /// `max_new_tokens` was reached.
+    MaxTokens,
+    /// The caller cancelled.
+    Cancelled,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The generated text.
+    pub text: String,
+    /// Why it ended.
+    pub finish: FinishReason,
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+    /// Seconds to the first token.
+    pub time_to_first_token_s: f64,
+    /// Decode speed.
+    pub tokens_per_s: f64,
+}

@@ -1,0 +1,120 @@
+//! Documents, their typed metadata, and chunks with byte spans.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::access::Acl;
+use crate::ids::{ChunkId, DocId, TenantId};
+
+/// A typed metadata value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AttrValue {
+    /// Text.
+    Text(String),
+    /// A signed integer (also used for timestamps in seconds or milliseconds).
+    Int(i64),
+    /// A flag.
+    Bool(bool),
+}
+
+impl fmt::Display for AttrValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttrValue::Text(s) => f.write_str(s),
+            AttrValue::Int(i) => write!(f, "{i}"),
+            AttrValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// A document's metadata: well-known fields plus typed attributes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Metadata {
+    /// Human-readable title.
+    pub title: Option<String>,
+    /// Where the document came from (a path or URI).
+    pub source: Option<String>,
+    /// Further typed attributes, sorted by key.
+    pub attributes: BTreeMap<String, AttrValue>,
+}
+
+impl Metadata {
+    /// Sets the title.
+    pub fn with_title(mut self, title: impl Into<String>) -> Self {
+        self.title = Some(title.into());
+        self
+    }
+
+    /// Sets the source.
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Adds an attribute.
+    pub fn with_attr(mut self, key: impl Into<String>, value: AttrValue) -> Self {
+        self.attributes.insert(key.into(), value);
+        self
+    }
+}
+
+/// A document as the host application hands it in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// The host's id for the document.
+    pub id: DocId,
+    /// A version the host increases on each change.
+    pub version: u64,
+    /// The full text.
+    pub text: String,
+    /// Metadata.
+    pub metadata: Metadata,
+    /// Who may read it; `None` means nobody.
+    pub acl: Option<Acl>,
+}
+
+impl Document {
+    /// The document's tenant, if it has an ACL.
+    pub fn tenant(&self) -> Option<&TenantId> {
+        self.acl.as_ref().map(|a| &a.tenant)
+    }
+}
+
+/// A byte range `start..end` into a document's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Span {
+    /// First byte.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+}
+
+impl Span {
+    /// A span `start..end`.
+    pub fn new(start: usize, end: usize) -> Self {
+        Self { start, end }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Whether the span is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A piece of a document that is embedded and retrieved on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// The chunk's id.
+    pub id: ChunkId,
+    /// Position of the chunk within its document, from 0.
+    pub ordinal: u32,
+    /// Where the chunk's text lies in the document's text.
+    pub span: Span,
+    /// The chunk's text (may carry context such as headings beyond the span).
+    pub text: String,
+}

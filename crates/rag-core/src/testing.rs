@@ -1,0 +1,247 @@
+//! Deterministic test doubles: [`HashEmbedder`] and the brute-force [`FlatIndex`],
+//! the oracle that real indexes are checked against.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sha2::{Digest, Sha256};
+
+use crate::access::{AccessFilter, Acl};
+use crate::document::Metadata;
+use crate::embedding::{Embedding, ModelFingerprint};
+use crate::error::{Error, InvalidInput, Result};
+use crate::hit::{Hit, SearchResult, SearchStrategy};
+use crate::ids::{ChunkId, DocId};
+use crate::traits::{Device, DocumentInfo, Embedder, IndexStats, VectorIndex};
+use crate::write::{DocumentUpdate, WriteOp, WriteReport};
+
+/// Embeds text as a hashed bag of lowercase words: texts sharing words are close.
+#[derive(Debug, Clone)]
+pub struct HashEmbedder {
+    fingerprint: ModelFingerprint,
+}
+
+impl HashEmbedder {
+    /// An embedder of `dims` dimensions.
+    pub fn new(dims: usize) -> Result<Self> {
+        Ok(Self {
+            fingerprint: ModelFingerprint::new("hash-embedder", dims, "v1")?,
+        })
+    }
+
+    fn embed_one(&self, text: &str) -> Result<Embedding> {
+        let dims = self.fingerprint.dims();
+        let mut v = vec![0f32; dims];
+        for word in text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
+            let d = Sha256::digest(word.to_lowercase().as_bytes());
+            let idx = (u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+                % dims as u64) as usize;
+            v[idx] += if d[8] & 1 == 0 { 1.0 } else { -1.0 };
+        }
+        if v.iter().all(|x| *x == 0.0) {
+            v[0] = 1.0;
+        }
+        Ok(Embedding::new(self.fingerprint.id(), v)?)
+    }
+}
+
+impl Embedder for HashEmbedder {
+    fn fingerprint(&self) -> &ModelFingerprint {
+        &self.fingerprint
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+        texts.iter().map(|t| self.embed_one(t)).collect()
+    }
+
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+}
+
+#[derive(Debug, Clone)]
+struct FlatDoc {
+    version: u64,
+    acl: Option<Acl>,
+    metadata: Metadata,
+    chunks: Vec<(ChunkId, u32, crate::document::Span, Arc<str>, Vec<f32>)>,
+}
+
+/// A brute-force index: scores every stored chunk with [`AccessFilter::permits`].
+/// Slow and obviously correct; the oracle for property tests.
+#[derive(Debug)]
+pub struct FlatIndex {
+    fingerprint: ModelFingerprint,
+    state: Mutex<(BTreeMap<DocId, FlatDoc>, u64)>,
+}
+
+impl FlatIndex {
+    /// An empty index for `fingerprint`.
+    pub fn new(fingerprint: ModelFingerprint) -> Self {
+        Self {
+            fingerprint,
+            state: Mutex::new((BTreeMap::new(), 0)),
+        }
+    }
+
+    fn check(&self, e: &Embedding) -> Result<Vec<f32>, InvalidInput> {
+        if e.model() != self.fingerprint.id() {
+            return Err(InvalidInput::ModelMismatch {
+                expected: self.fingerprint.id(),
+                actual: e.model(),
+            });
+        }
+        if e.dims() != self.fingerprint.dims() {
+            return Err(InvalidInput::DimensionMismatch {
+                expected: self.fingerprint.dims(),
+                actual: e.dims(),
+            });
+        }
+        Ok(e.normalized())
+    }
+
+    fn to_flat(&self, u: DocumentUpdate) -> Result<FlatDoc> {
+        let mut chunks = Vec::with_capacity(u.chunks.len());
+        for c in u.chunks {
+            let v = self.check(&c.embedding)?;
+            chunks.push((
+                c.chunk.id,
+                c.chunk.ordinal,
+                c.chunk.span,
+                Arc::from(c.chunk.text),
+                v,
+            ));
+        }
+        Ok(FlatDoc {
+            version: u.version,
+            acl: u.acl,
+            metadata: u.metadata,
+            chunks,
+        })
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+impl VectorIndex for FlatIndex {
+    fn fingerprint(&self) -> &ModelFingerprint {
+        &self.fingerprint
+    }
+
+    fn apply(&self, op: WriteOp) -> Result<WriteReport> {
+        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (docs, generation) = &mut *guard;
+        let mut report = WriteReport::default();
+        match op {
+            WriteOp::Upsert(updates) => {
+                let mut seen = BTreeSet::new();
+                let mut flat = Vec::new();
+                for u in updates {
+                    if !seen.insert(u.doc_id.clone()) {
+                        return Err(InvalidInput::DuplicateDocument { doc_id: u.doc_id }.into());
+                    }
+                    let id = u.doc_id.clone();
+                    flat.push((id, self.to_flat(u)?));
+                }
+                for (id, doc) in flat {
+                    report.chunks_added += doc.chunks.len();
+                    report.documents_upserted += 1;
+                    if let Some(old) = docs.insert(id, doc) {
+                        report.chunks_removed += old.chunks.len();
+                    }
+                }
+            }
+            WriteOp::Delete(id) => {
+                let old = docs
+                    .remove(&id)
+                    .ok_or_else(|| Error::unknown_document(&id))?;
+                report.documents_deleted = 1;
+                report.chunks_removed = old.chunks.len();
+            }
+            WriteOp::DeleteWhere(p) => {
+                let victims: Vec<DocId> = docs
+                    .iter()
+                    .filter(|(_, d)| p.matches(d.acl.as_ref(), &d.metadata))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in victims {
+                    if let Some(old) = docs.remove(&id) {
+                        report.documents_deleted += 1;
+                        report.chunks_removed += old.chunks.len();
+                    }
+                }
+            }
+        }
+        *generation += 1;
+        report.generation = *generation;
+        Ok(report)
+    }
+
+    fn search(&self, query: &Embedding, k: usize, filter: &AccessFilter) -> Result<SearchResult> {
+        if k == 0 {
+            return Err(InvalidInput::InvalidK { k, max: usize::MAX }.into());
+        }
+        let q = self.check(query)?;
+        let guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut hits = Vec::new();
+        for (doc_id, doc) in guard.0.iter() {
+            if !filter.permits(doc.acl.as_ref()) {
+                continue;
+            }
+            for (chunk_id, ordinal, span, text, v) in &doc.chunks {
+                hits.push(Hit {
+                    chunk_id: *chunk_id,
+                    doc_id: doc_id.clone(),
+                    doc_version: doc.version,
+                    ordinal: *ordinal,
+                    span: *span,
+                    text: text.clone(),
+                    score: dot(&q, v),
+                });
+            }
+        }
+        let visible = hits.len();
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(a.chunk_id.cmp(&b.chunk_id))
+        });
+        hits.truncate(k);
+        Ok(SearchResult {
+            hits,
+            strategy: if visible == 0 {
+                SearchStrategy::Empty
+            } else {
+                SearchStrategy::ExactScan
+            },
+            exhaustive: true,
+            visible,
+        })
+    }
+
+    fn document(&self, doc_id: &DocId) -> Result<Option<DocumentInfo>> {
+        let guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(guard.0.get(doc_id).map(|d| DocumentInfo {
+            version: d.version,
+            acl: d.acl.clone(),
+            metadata: d.metadata.clone(),
+            chunk_ids: d.chunks.iter().map(|c| c.0).collect(),
+        }))
+    }
+
+    fn stats(&self) -> IndexStats {
+        let guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let chunks = guard.0.values().map(|d| d.chunks.len()).sum();
+        IndexStats {
+            documents: guard.0.len(),
+            chunks,
+            generation: guard.1,
+            tombstones: 0,
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The sync, object-safe `Send + Sync` traits at every boundary of the SDK.
+//! Pipelines hold them as `Arc<dyn Trait>`.
+
+use std::collections::BTreeSet;
+
+use crate::access::{AccessFilter, Acl, Principal};
+use crate::answer::{Answer, Generation, GenerationRequest, TokenControl};
+use crate::document::{Chunk, Document, Metadata};
+use crate::embedding::{Embedding, ModelFingerprint};
+use crate::error::Result;
+use crate::hit::SearchResult;
+use crate::ids::{ChunkId, DocId};
+use crate::write::{DeletePredicate, DocumentUpdate, WriteOp, WriteReport};
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// The CPU.
+    Cpu,
+    /// An NVIDIA GPU.
+    Cuda {
+        /// The CUDA device ordinal.
+        ordinal: u32,
+    },
+}
+
+/// Splits a document into chunks with byte spans into its text.
+pub trait Chunker: Send + Sync {
+    /// The chunks of `doc`, in order.
+    fn chunk(&self, doc: &Document) -> Result<Vec<Chunk>>;
+}
+
+/// Turns texts into embeddings, a batch at a time.
+pub trait Embedder: Send + Sync {
+    /// The model's fingerprint; every embedding it returns carries its id.
+    fn fingerprint(&self) -> &ModelFingerprint;
+    /// One embedding per text, in order.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Embedding>>;
+    /// The device the model actually runs on.
+    fn device(&self) -> Device;
+}
+
+/// Generates text from a chat prompt.
+pub trait Generator: Send + Sync {
+    /// A stable name of the model and its settings, part of cache keys.
+    fn name(&self) -> &str;
+    /// The context window in tokens.
+    fn context_window(&self) -> usize;
+    /// Counts the tokens a text takes.
+    fn count_tokens(&self, text: &str) -> Result<usize>;
+    /// Generates, calling `on_token` with each piece of text as it is produced;
+    /// returning [`TokenControl::Stop`] from it cancels generation.
+    fn generate(
+        &self,
+        request: &GenerationRequest,
+        on_token: &mut dyn FnMut(&str) -> TokenControl,
+    ) -> Result<Generation>;
+}
+
+/// Resolves a principal to the compiled filter that indexes and caches evaluate.
+pub trait AccessResolver: Send + Sync {
+    /// The principal's filter; an unknown or disabled principal is an error
+    /// ([`Error::Denied`](crate::Error::Denied)), never a wider filter.
+    fn resolve(&self, principal: &Principal) -> Result<AccessFilter>;
+}
+
+/// What an index knows of a stored document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentInfo {
+    /// Its version.
+    pub version: u64,
+    /// Its ACL.
+    pub acl: Option<Acl>,
+    /// Its metadata.
+    pub metadata: Metadata,
+    /// Its chunks, in order.
+    pub chunk_ids: Vec<ChunkId>,
+}
+
+/// Counters of an index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Documents stored.
+    pub documents: usize,
+    /// Chunks stored and searchable.
+    pub chunks: usize,
+    /// Incremented by every write.
+    pub generation: u64,
+    /// Removed vectors whose space is not reclaimed yet.
+    pub tombstones: usize,
+}
+
+/// A vector index with a chunk store, searched through an access filter.
+pub trait VectorIndex: Send + Sync {
+    /// The embedding model the index was built for.
+    fn fingerprint(&self) -> &ModelFingerprint;
+
+    /// Applies one write.
+    fn apply(&self, op: WriteOp) -> Result<WriteReport>;
+
+    /// The `k` chunks most similar to `query` among those `filter` may see. The filter
+    /// is applied inside the search, so `min(k, visible)` hits come back.
+    fn search(&self, query: &Embedding, k: usize, filter: &AccessFilter) -> Result<SearchResult>;
+
+    /// A stored document's version, ACL and chunks.
+    fn document(&self, doc_id: &DocId) -> Result<Option<DocumentInfo>>;
+
+    /// Current counters.
+    fn stats(&self) -> IndexStats;
+
+    /// Inserts or replaces documents.
+    fn upsert(&self, docs: Vec<DocumentUpdate>) -> Result<WriteReport> {
+        self.apply(WriteOp::Upsert(docs))
+    }
+
+    /// Removes a document.
+    fn delete(&self, doc_id: &DocId) -> Result<WriteReport> {
+        self.apply(WriteOp::Delete(doc_id.clone()))
+    }
+
+    /// Removes every document matching `predicate`.
+    fn delete_where(&self, predicate: DeletePredicate) -> Result<WriteReport> {
+        self.apply(WriteOp::DeleteWhere(predicate))
+    }
+}
+
+/// What identifies a cached answer: the question's embedding and everything that
+/// changes the answer besides the question.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheKey<'a> {
+    /// The question's embedding.
+    pub question: &'a Embedding,
+    /// The caller's compiled access.
+    pub scope: &'a AccessFilter,
+    /// The generator's name.
+    pub generator: &'a str,
+    /// A fingerprint of the prompt template.
+    pub prompt_template: u64,
+}
+
+/// A semantic answer cache, scoped by access and invalidated by document changes.
+pub trait AnswerCache: Send + Sync {
+    /// A cached answer for a close enough question with the same scope, model and
+    /// prompt, whose citations `index` confirms are current and visible.
+    fn lookup(&self, key: &CacheKey<'_>, index: &dyn VectorIndex) -> Result<Option<Answer>>;
+    /// Stores an answer.
+    fn store(&self, key: &CacheKey<'_>, answer: &Answer) -> Result<()>;
+    /// Drops every entry citing one of `docs`; returns how many were dropped.
+    fn invalidate(&self, docs: &BTreeSet<DocId>) -> Result<usize>;
+}

@@ -1,0 +1,134 @@
+//! Index settings.
+
+use rag_core::InvalidInput;
+
+/// Settings of an [`HnswIndex`](crate::HnswIndex). Build with [`IndexConfig::builder`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexConfig {
+    /// HNSW graph degree (usearch `connectivity`).
+    pub connectivity: usize,
+    /// Beam width while inserting.
+    pub expansion_add: usize,
+    /// Base beam width while searching; widened as the filter gets more selective.
+    pub expansion_search: usize,
+    /// Concurrent callers the HNSW library reserves thread slots for; more callers wait.
+    pub max_concurrency: usize,
+    /// Filters that let through at most this many chunks are answered by an exact scan.
+    pub exact_scan_max: usize,
+    /// ... or at most this fraction of all chunks.
+    pub exact_scan_fraction: f64,
+    /// The largest `k` a search accepts.
+    pub max_k: usize,
+    /// The largest chunk text accepted, in bytes.
+    pub max_chunk_bytes: usize,
+    /// Compact once removed vectors exceed this fraction of live ones...
+    pub compaction_fraction: f64,
+    /// ... and this count.
+    pub compaction_min: usize,
+    /// Compiled access filters kept per index.
+    pub filter_cache_entries: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+            max_concurrency: 64,
+            exact_scan_max: 4096,
+            exact_scan_fraction: 0.05,
+            max_k: 1000,
+            max_chunk_bytes: 1 << 20,
+            compaction_fraction: 0.25,
+            compaction_min: 1024,
+            filter_cache_entries: 256,
+        }
+    }
+}
+
+impl IndexConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> IndexConfigBuilder {
+        IndexConfigBuilder(Self::default())
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), InvalidInput> {
+        let bad = |reason: &str| {
+            Err(InvalidInput::Config {
+                reason: reason.to_owned(),
+            })
+        };
+        if !(2..=256).contains(&self.connectivity) {
+            return bad("connectivity must be in 2..=256");
+        }
+        if self.expansion_add == 0 || self.expansion_search == 0 {
+            return bad("expansions must be positive");
+        }
+        if self.max_concurrency == 0 {
+            return bad("max_concurrency must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.exact_scan_fraction) {
+            return bad("exact_scan_fraction must be in 0..=1");
+        }
+        if self.max_k == 0 || self.max_chunk_bytes == 0 || self.filter_cache_entries == 0 {
+            return bad("max_k, max_chunk_bytes and filter_cache_entries must be positive");
+        }
+        if self.compaction_fraction.is_nan() || self.compaction_fraction <= 0.0 {
+            return bad("compaction_fraction must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Builds an [`IndexConfig`]; [`build`](IndexConfigBuilder::build) validates it.
+#[derive(Debug, Clone)]
+pub struct IndexConfigBuilder(IndexConfig);
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        impl IndexConfigBuilder {
+            $(
+                $(#[$doc])*
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.0.$name = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    /// Sets [`IndexConfig::connectivity`].
+    connectivity: usize,
+    /// Sets [`IndexConfig::expansion_add`].
+    expansion_add: usize,
+    /// Sets [`IndexConfig::expansion_search`].
+    expansion_search: usize,
+    /// Sets [`IndexConfig::max_concurrency`].
+    max_concurrency: usize,
+    /// Sets [`IndexConfig::exact_scan_max`].
+    exact_scan_max: usize,
+    /// Sets [`IndexConfig::exact_scan_fraction`].
+    exact_scan_fraction: f64,
+    /// Sets [`IndexConfig::max_k`].
+    max_k: usize,
+    /// Sets [`IndexConfig::max_chunk_bytes`].
+    max_chunk_bytes: usize,
+    /// Sets [`IndexConfig::compaction_fraction`].
+    compaction_fraction: f64,
+    /// Sets [`IndexConfig::compaction_min`].
+    compaction_min: usize,
+    /// Sets [`IndexConfig::filter_cache_entries`].
+    filter_cache_entries: usize,
+}
+
+impl IndexConfigBuilder {
+    /// The validated settings.
+    pub fn build(self) -> Result<IndexConfig, InvalidInput> {
+        self.0.validate()?;
+        Ok(self.0)
+    }
+}

@@ -1,0 +1,64 @@
+//! # rag-index
+//!
+//! An access-filtered vector index: a usearch HNSW graph plus a chunk store (text,
+//! document id and version, ACL, metadata), with Parquet snapshots.
+//!
+//! * The caller's [`AccessFilter`](rag_core::AccessFilter) is compiled against
+//!   per-tag postings and applied **inside** the search, never by trimming a top-k.
+//!   A planner picks an exact scan of the allowed vectors when the filter is
+//!   selective, and a filtered HNSW walk with a beam widened for the selectivity
+//!   otherwise; either way `min(k, visible)` hits come back.
+//! * Upserts replace a document's chunks atomically; deletes and replacements leave
+//!   tombstones that compaction reclaims.
+//! * The index is bound to one embedding model's fingerprint.
+//!
+//! ```
+//! use rag_core::testing::HashEmbedder;
+//! use rag_core::{AccessFilter, Acl, Chunk, ChunkId, DocId, DocumentUpdate, EmbeddedChunk,
+//!     Embedder, Metadata, Principal, Span, VectorIndex};
+//! use rag_index::{HnswIndex, IndexConfig};
+//!
+//! let embedder = HashEmbedder::new(32)?;
+//! let index = HnswIndex::new(embedder.fingerprint().clone(), IndexConfig::default())?;
+//! let text = "the quarterly budget for the platform team";
+//! let doc = DocId::new("budget");
+//! index.upsert(vec![DocumentUpdate {
+//!     doc_id: doc.clone(),
+//!     version: 1,
+//!     acl: Some(Acl::new("acme").allow_group("finance")),
+//!     metadata: Metadata::default(),
+//!     chunks: vec![EmbeddedChunk {
+//!         chunk: Chunk { id: ChunkId::derive(&doc, 0), ordinal: 0,
+//!                        span: Span::new(0, text.len()), text: text.into() },
+//!         embedding: embedder.embed(&[text])?.remove(0),
+//!     }],
+//! }])?;
+//! let q = embedder.embed(&["budget"])?.remove(0);
+//! let finance = AccessFilter::for_principal(&Principal::new("acme", "ann").with_group("finance"));
+//! let other = AccessFilter::for_principal(&Principal::new("acme", "bob"));
+//! assert_eq!(index.search(&q, 5, &finance)?.hits.len(), 1);
+//! assert!(index.search(&q, 5, &other)?.hits.is_empty());
+//! # Ok::<(), rag_core::Error>(())
+//! ```
+#![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![doc(test(attr(deny(warnings))))]
+
+mod config;
+mod error;
+mod filter;
+mod hnsw;
+mod index;
+mod kernels;
+mod search;
+mod snapshot;
+mod state;
+mod vectors;
+mod write;
+
+pub use config::{IndexConfig, IndexConfigBuilder};
+pub use error::{IndexError, Result, SnapshotError};
+pub use index::{HnswIndex, MemoryUsage};
+pub use kernels::dot;
+pub use search::SearchMode;
+pub use snapshot::{FileEntry, Manifest, SNAPSHOT_FORMAT_VERSION, SnapshotReport};

@@ -1,0 +1,366 @@
+//! Parquet snapshots: write a consistent copy of an index, restore it exactly.
+//!
+//! A snapshot directory holds `documents-*.parquet`, `chunks-*.parquet`, the HNSW
+//! graph `graph-*.usearch` and `MANIFEST.json`. Each file is written to a temporary
+//! name, synced and renamed; the manifest goes last the same way, so a crash leaves
+//! the previous snapshot intact. Restoring checks every file's size and sha256 before
+//! decoding and builds a new index; on any error nothing is loaded.
+
+mod manifest;
+mod tables;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fs_err as fs;
+use rag_core::{ModelFingerprint, Span};
+use sha2::{Digest, Sha256};
+
+pub use manifest::{FileEntry, Manifest, SNAPSHOT_FORMAT_VERSION};
+use manifest::{GraphEntry, MANIFEST_FILE, ModelEntry};
+use tables::{ChunkRow, DocRow};
+
+use crate::config::IndexConfig;
+use crate::error::{Result, SnapshotError};
+use crate::hnsw::Hnsw;
+use crate::index::HnswIndex;
+use crate::state::{DocEntry, DocHeader, SlotRecord, State};
+
+/// What a snapshot write produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotReport {
+    /// The manifest written.
+    pub manifest: Manifest,
+    /// Bytes written, all files together.
+    pub bytes: u64,
+}
+
+fn write_atomically(dir: &Path, name: &str, content: &[u8]) -> Result<(), SnapshotError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(content)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, dir.join(name))?;
+    Ok(())
+}
+
+fn entry(role: &str, name: String, content: &[u8], rows: Option<u64>) -> FileEntry {
+    FileEntry {
+        role: role.to_owned(),
+        name,
+        bytes: content.len() as u64,
+        sha256: hex::encode(Sha256::digest(content)),
+        rows,
+    }
+}
+
+impl HnswIndex {
+    /// Writes a snapshot of the index into `dir` (created if missing), replacing any
+    /// snapshot there. Searches go on meanwhile; writes wait.
+    pub fn snapshot(&self, dir: impl AsRef<Path>) -> Result<SnapshotReport> {
+        let dir = dir.as_ref();
+        let _writer = self.writer.lock();
+        let state = self.state.read();
+        fs::create_dir_all(dir).map_err(SnapshotError::from)?;
+        let dims = self.fingerprint.dims();
+
+        let mut ids: Vec<_> = state.docs.keys().collect();
+        ids.sort();
+        let mut docs = Vec::with_capacity(ids.len());
+        let mut chunks = Vec::with_capacity(state.live.len() as usize);
+        for id in ids {
+            let Some(d) = state.docs.get(id) else {
+                continue;
+            };
+            docs.push(DocRow {
+                id: id.clone(),
+                version: d.header.version,
+                acl: d.acl.clone(),
+                metadata: d.metadata.clone(),
+            });
+            for &slot in &d.slots {
+                if let Some(Some(r)) = state.records.get(slot as usize) {
+                    chunks.push(ChunkRow {
+                        slot,
+                        chunk_id: r.chunk_id,
+                        doc_id: id.clone(),
+                        doc_version: d.header.version,
+                        ordinal: r.ordinal,
+                        span: r.span,
+                        text: r.text.clone(),
+                    });
+                }
+            }
+        }
+        let nonce = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tag = format!("{}-{nonce:x}", state.generation);
+        let documents = tables::write_documents("documents", &docs)?;
+        let chunk_bytes = tables::write_chunks("chunks", dims, &chunks, |s| state.vectors.get(s))?;
+        let graph = state.hnsw.to_bytes()?;
+        let files = vec![
+            entry(
+                "documents",
+                format!("documents-{tag}.parquet"),
+                &documents,
+                Some(docs.len() as u64),
+            ),
+            entry(
+                "chunks",
+                format!("chunks-{tag}.parquet"),
+                &chunk_bytes,
+                Some(chunks.len() as u64),
+            ),
+            entry("graph", format!("graph-{tag}.usearch"), &graph, None),
+        ];
+        for (f, content) in files.iter().zip([&documents, &chunk_bytes, &graph]) {
+            write_atomically(dir, &f.name, content)?;
+        }
+        let manifest = Manifest {
+            format_version: SNAPSHOT_FORMAT_VERSION,
+            model: ModelEntry {
+                name: self.fingerprint.name().to_owned(),
+                dims,
+                checksum: self.fingerprint.checksum().to_owned(),
+            },
+            graph: GraphEntry {
+                connectivity: self.config.connectivity,
+                expansion_add: self.config.expansion_add,
+                expansion_search: self.config.expansion_search,
+            },
+            generation: state.generation,
+            next_slot: state.vectors.len() as u64,
+            tombstones: state.tombstones as u64,
+            documents: docs.len() as u64,
+            chunks: chunks.len() as u64,
+            files,
+        };
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| SnapshotError::Encode {
+            file: MANIFEST_FILE.to_owned(),
+            reason: e.to_string(),
+        })?;
+        write_atomically(dir, MANIFEST_FILE, &json)?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        remove_stale(dir, &manifest);
+        let bytes = manifest.files.iter().map(|f| f.bytes).sum::<u64>() + json.len() as u64;
+        Ok(SnapshotReport { manifest, bytes })
+    }
+
+    /// Restores the snapshot in `dir`. With `expected` set, a snapshot of another
+    /// model is refused. The graph's settings come from the snapshot; the rest of
+    /// `config` applies.
+    pub fn restore(
+        dir: impl AsRef<Path>,
+        expected: Option<&ModelFingerprint>,
+        config: IndexConfig,
+    ) -> Result<Self> {
+        let dir = dir.as_ref();
+        let m = Manifest::read(dir)?;
+        let fingerprint = ModelFingerprint::new(&m.model.name, m.model.dims, &m.model.checksum)?;
+        if let Some(e) = expected
+            && e != &fingerprint
+        {
+            return Err(SnapshotError::ModelMismatch {
+                expected: format!("{}/{}/{}", e.name(), e.dims(), e.checksum()),
+                found: format!("{}/{}/{}", m.model.name, m.model.dims, m.model.checksum),
+            }
+            .into());
+        }
+        let config = IndexConfig {
+            connectivity: m.graph.connectivity,
+            expansion_add: m.graph.expansion_add,
+            expansion_search: m.graph.expansion_search,
+            ..config
+        };
+        config.validate()?;
+        let dims = m.model.dims;
+        let documents =
+            tables::read_documents("documents", read_verified(dir, m.file("documents")?)?)?;
+        let (chunks, vectors) =
+            tables::read_chunks("chunks", read_verified(dir, m.file("chunks")?)?, dims)?;
+        let graph = read_verified(dir, m.file("graph")?)?;
+        let corrupt = |file: &str, reason: String| SnapshotError::Corrupt {
+            file: file.to_owned(),
+            reason,
+        };
+        if documents.len() as u64 != m.documents || chunks.len() as u64 != m.chunks {
+            return Err(corrupt("manifest", "row counts differ from the tables".into()).into());
+        }
+        let hnsw =
+            Hnsw::from_bytes(&graph, dims, &config).map_err(|e| corrupt("graph", e.to_string()))?;
+        if hnsw.size() != chunks.len() {
+            return Err(corrupt(
+                "graph",
+                format!(
+                    "graph holds {} vectors, chunks table {}",
+                    hnsw.size(),
+                    chunks.len()
+                ),
+            )
+            .into());
+        }
+        let state = rebuild_state(
+            dims,
+            m.next_slot,
+            m.tombstones,
+            m.generation,
+            hnsw,
+            documents,
+            chunks,
+            &vectors,
+        )?;
+        Ok(HnswIndex::from_state(fingerprint, config, state))
+    }
+}
+
+fn read_verified(dir: &Path, f: &FileEntry) -> Result<Bytes, SnapshotError> {
+    if f.name.contains('/') || f.name.contains('\\') || f.name.starts_with('.') {
+        return Err(SnapshotError::Corrupt {
+            file: f.name.clone(),
+            reason: "file name escapes the snapshot directory".into(),
+        });
+    }
+    let content = match fs::read(dir.join(&f.name)) {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SnapshotError::MissingFile {
+                file: f.name.clone(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if content.len() as u64 != f.bytes {
+        return Err(SnapshotError::ChecksumMismatch {
+            file: f.name.clone(),
+            reason: format!("{} bytes, manifest says {}", content.len(), f.bytes),
+        });
+    }
+    if hex::encode(Sha256::digest(&content)) != f.sha256 {
+        return Err(SnapshotError::ChecksumMismatch {
+            file: f.name.clone(),
+            reason: "sha256 differs".into(),
+        });
+    }
+    Ok(Bytes::from(content))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rebuild_state(
+    dims: usize,
+    next_slot: u64,
+    tombstones: u64,
+    generation: u64,
+    hnsw: Hnsw,
+    documents: Vec<DocRow>,
+    mut chunks: Vec<ChunkRow>,
+    vectors: &[f32],
+) -> Result<State, SnapshotError> {
+    let corrupt = |reason: String| SnapshotError::Corrupt {
+        file: "chunks".to_owned(),
+        reason,
+    };
+    let next_slot = u32::try_from(next_slot).map_err(|_| corrupt("slot count overflows".into()))?;
+    let mut state = State::new(dims, Arc::new(hnsw));
+    state.generation = generation;
+    state.tombstones = tombstones as usize;
+    let mut by_slot: Vec<Option<usize>> = vec![None; next_slot as usize];
+    let mut chunk_ids = HashSet::new();
+    for (i, c) in chunks.iter().enumerate() {
+        let cell = by_slot
+            .get_mut(c.slot as usize)
+            .ok_or_else(|| corrupt(format!("slot {} beyond {next_slot}", c.slot)))?;
+        if cell.replace(i).is_some() || !chunk_ids.insert(c.chunk_id) {
+            return Err(corrupt(format!(
+                "slot {} or chunk {} repeats",
+                c.slot, c.chunk_id
+            )));
+        }
+    }
+    for slot in &by_slot {
+        match slot {
+            Some(i) => state.vectors.push(&vectors[i * dims..(i + 1) * dims]),
+            None => state.vectors.push(&vec![0f32; dims]),
+        }
+    }
+    let mut headers: HashMap<rag_core::DocId, (DocRow, Arc<DocHeader>, Vec<(u32, SlotRecord)>)> =
+        HashMap::with_capacity(documents.len());
+    for d in documents {
+        let header = Arc::new(DocHeader {
+            id: d.id.clone(),
+            version: d.version,
+        });
+        if headers
+            .insert(d.id.clone(), (d, header, Vec::new()))
+            .is_some()
+        {
+            return Err(SnapshotError::Corrupt {
+                file: "documents".into(),
+                reason: "document repeats".into(),
+            });
+        }
+    }
+    chunks.sort_by_key(|c| (c.ordinal, c.slot));
+    for c in chunks {
+        let (row, header, recs) = headers
+            .get_mut(&c.doc_id)
+            .ok_or_else(|| corrupt(format!("chunk of unknown document {}", c.doc_id)))?;
+        if row.version != c.doc_version {
+            return Err(corrupt(format!(
+                "chunk version differs from document {}",
+                c.doc_id
+            )));
+        }
+        if c.span.start > c.span.end {
+            return Err(corrupt("invalid span".into()));
+        }
+        recs.push((
+            c.slot,
+            SlotRecord {
+                chunk_id: c.chunk_id,
+                doc: header.clone(),
+                ordinal: c.ordinal,
+                span: Span::new(c.span.start, c.span.end),
+                text: c.text,
+            },
+        ));
+    }
+    for (_, (row, header, recs)) in headers {
+        let (slots, records): (Vec<u32>, Vec<SlotRecord>) = recs.into_iter().unzip();
+        state.publish(
+            DocEntry {
+                header,
+                acl: row.acl,
+                metadata: row.metadata,
+                slots,
+            },
+            records,
+        );
+    }
+    Ok(state)
+}
+
+/// Removes files of earlier snapshots (best effort: a failure leaves garbage only).
+fn remove_stale(dir: &Path, manifest: &Manifest) {
+    let keep: HashSet<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = ["documents-", "chunks-", "graph-"]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if ours && !keep.contains(name) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! The Parquet tables of a snapshot: one row per document, one row per chunk.
+//!
+//! `documents`: `doc_id`, `version`, `has_acl`, `tenant`, `allow` and `deny` (lists of
+//! `u:`/`g:`/`r:` tags), `title`, `source`, `attr_keys`, `attr_values` (values typed
+//! by prefix: `s:` text, `i:` integer, `b:` flag).
+//! `chunks`: `slot`, `chunk_id`, `doc_id`, `doc_version`, `ordinal`, `span_start`,
+//! `span_end`, `text`, `embedding` (fixed-size list of `f32`, unit length).
+//! ACL and metadata live once per document and join to chunks on `doc_id`.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, ListArray, ListBuilder,
+    RecordBatch, StringArray, StringBuilder, UInt32Array, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use rag_core::{Acl, AttrValue, ChunkId, DocId, Metadata, PermissionTag, Span, TenantId};
+
+use crate::error::SnapshotError;
+
+/// A document row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocRow {
+    pub id: DocId,
+    pub version: u64,
+    pub acl: Option<Acl>,
+    pub metadata: Metadata,
+}
+
+/// A chunk row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkRow {
+    pub slot: u32,
+    pub chunk_id: ChunkId,
+    pub doc_id: DocId,
+    pub doc_version: u64,
+    pub ordinal: u32,
+    pub span: Span,
+    pub text: Arc<str>,
+}
+
+const ROW_GROUP: usize = 65_536;
+
+fn tag_list() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
+fn documents_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("doc_id", DataType::Utf8, false),
+        Field::new("version", DataType::UInt64, false),
+        Field::new("has_acl", DataType::Boolean, false),
+        Field::new("tenant", DataType::Utf8, true),
+        Field::new("allow", tag_list(), false),
+        Field::new("deny", tag_list(), false),
+        Field::new("title", DataType::Utf8, true),
+        Field::new("source", DataType::Utf8, true),
+        Field::new("attr_keys", tag_list(), false),
+        Field::new("attr_values", tag_list(), false),
+    ]))
+}
+
+fn chunks_schema(dims: usize) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("slot", DataType::UInt32, false),
+        Field::new("chunk_id", DataType::UInt64, false),
+        Field::new("doc_id", DataType::Utf8, false),
+        Field::new("doc_version", DataType::UInt64, false),
+        Field::new("ordinal", DataType::UInt32, false),
+        Field::new("span_start", DataType::UInt64, false),
+        Field::new("span_end", DataType::UInt64, false),
+        Field::new("text", DataType::Utf8, false),
+        Field::new(
+            "embedding",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, false)),
+                dims as i32,
+            ),
+            false,
+        ),
+    ]))
+}
+
+fn encode_err(file: &str) -> impl Fn(String) -> SnapshotError + '_ {
+    move |reason| SnapshotError::Encode {
+        file: file.to_owned(),
+        reason,
+    }
+}
+
+fn write_batches(
+    file: &str,
+    schema: SchemaRef,
+    batches: impl Iterator<Item = Result<RecordBatch, SnapshotError>>,
+) -> Result<Vec<u8>, SnapshotError> {
+    let err = encode_err(file);
+    let level = ZstdLevel::try_new(1).map_err(|e| err(e.to_string()))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(ROW_GROUP))
+        .build();
+    let mut buf = Vec::new();
+    let mut writer =
+        ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(|e| err(e.to_string()))?;
+    for batch in batches {
+        writer.write(&batch?).map_err(|e| err(e.to_string()))?;
+    }
+    writer.close().map_err(|e| err(e.to_string()))?;
+    Ok(buf)
+}
+
+fn string_list<'a, I, S>(rows: I) -> ListArray
+where
+    I: Iterator<Item = S>,
+    S: IntoIterator<Item = &'a str>,
+{
+    let mut b = ListBuilder::new(StringBuilder::new());
+    for row in rows {
+        for s in row {
+            b.values().append_value(s);
+        }
+        b.append(true);
+    }
+    b.finish()
+}
+
+fn encode_attr(v: &AttrValue) -> String {
+    match v {
+        AttrValue::Text(s) => format!("s:{s}"),
+        AttrValue::Int(i) => format!("i:{i}"),
+        AttrValue::Bool(b) => format!("b:{b}"),
+    }
+}
+
+fn decode_attr(s: &str) -> Option<AttrValue> {
+    let (kind, v) = s.split_once(':')?;
+    match kind {
+        "s" => Some(AttrValue::Text(v.to_owned())),
+        "i" => v.parse().ok().map(AttrValue::Int),
+        "b" => v.parse().ok().map(AttrValue::Bool),
+        _ => None,
+    }
+}
+
+/// Encodes the documents table.
+pub fn write_documents(file: &str, rows: &[DocRow]) -> Result<Vec<u8>, SnapshotError> {
+    let schema = documents_schema();
+    let err = encode_err(file);
+    let batches = rows.chunks(ROW_GROUP.max(1)).map(|rows| {
+        let tags = |pick: fn(&Acl) -> &std::collections::BTreeSet<PermissionTag>| {
+            let rendered: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    r.acl
+                        .as_ref()
+                        .map(|a| pick(a).iter().map(ToString::to_string).collect())
+                        .unwrap_or_default()
+                })
+                .collect();
+            string_list(rendered.iter().map(|v| v.iter().map(String::as_str)))
+        };
+        let attr_values: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| r.metadata.attributes.values().map(encode_attr).collect())
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.id.as_str()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.version),
+            )),
+            Arc::new(BooleanArray::from(
+                rows.iter().map(|r| r.acl.is_some()).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from_iter(
+                rows.iter()
+                    .map(|r| r.acl.as_ref().map(|a| a.tenant.as_str())),
+            )),
+            Arc::new(tags(|a| &a.allow)),
+            Arc::new(tags(|a| &a.deny)),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.metadata.title.as_deref()),
+            )),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.metadata.source.as_deref()),
+            )),
+            Arc::new(string_list(
+                rows.iter()
+                    .map(|r| r.metadata.attributes.keys().map(String::as_str)),
+            )),
+            Arc::new(string_list(
+                attr_values.iter().map(|v| v.iter().map(String::as_str)),
+            )),
+        ];
+        RecordBatch::try_new(schema.clone(), columns).map_err(|e| err(e.to_string()))
+    });
+    write_batches(file, documents_schema(), batches)
+}
+
+/// Encodes the chunks table; `vector(slot)` gives each chunk's unit vector.
+pub fn write_chunks<'v>(
+    file: &str,
+    dims: usize,
+    rows: &[ChunkRow],
+    vector: impl Fn(u32) -> &'v [f32],
+) -> Result<Vec<u8>, SnapshotError> {
+    let schema = chunks_schema(dims);
+    let err = encode_err(file);
+    let batches = rows.chunks(ROW_GROUP).map(|rows| {
+        let mut values = Vec::with_capacity(rows.len() * dims);
+        for r in rows {
+            values.extend_from_slice(vector(r.slot));
+        }
+        let embedding = FixedSizeListArray::try_new(
+            Arc::new(Field::new("item", DataType::Float32, false)),
+            dims as i32,
+            Arc::new(Float32Array::from(values)),
+            None,
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.slot))),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.chunk_id.0),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.doc_id.as_str()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.doc_version),
+            )),
+            Arc::new(UInt32Array::from_iter_values(
+                rows.iter().map(|r| r.ordinal),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.span.start as u64),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.span.end as u64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.text.as_ref()),
+            )),
+            Arc::new(embedding),
+        ];
+        RecordBatch::try_new(schema.clone(), columns).map_err(|e| err(e.to_string()))
+    });
+    write_batches(file, chunks_schema(dims), batches)
+}
+
+struct Decoder<'a> {
+    file: &'a str,
+}
+
+impl<'a> Decoder<'a> {
+    fn corrupt(&self, reason: impl Into<String>) -> SnapshotError {
+        SnapshotError::Corrupt {
+            file: self.file.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn batches(&self, bytes: Bytes, schema: &SchemaRef) -> Result<Vec<RecordBatch>, SnapshotError> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .map_err(|e| self.corrupt(e.to_string()))?
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| self.corrupt(e.to_string()))?;
+        let mut out = Vec::new();
+        for b in reader {
+            let b = b.map_err(|e| self.corrupt(e.to_string()))?;
+            if b.schema().fields() != schema.fields() {
+                return Err(self.corrupt("unexpected columns"));
+            }
+            out.push(b);
+        }
+        Ok(out)
+    }
+
+    fn col<'b, T: 'static>(
+        &self,
+        batch: &'b RecordBatch,
+        name: &str,
+    ) -> Result<&'b T, SnapshotError> {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<T>())
+            .ok_or_else(|| self.corrupt(format!("column {name} missing or mistyped")))
+    }
+
+    fn strings(&self, list: &ListArray, row: usize) -> Result<Vec<String>, SnapshotError> {
+        let values = list.value(row);
+        let s = values
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| self.corrupt("list of text expected"))?;
+        Ok((0..s.len()).map(|i| s.value(i).to_owned()).collect())
+    }
+
+    fn tags(
+        &self,
+        list: &ListArray,
+        row: usize,
+    ) -> Result<std::collections::BTreeSet<PermissionTag>, SnapshotError> {
+        self.strings(list, row)?
+            .iter()
+            .map(|t| {
+                t.parse()
+                    .map_err(|e: rag_core::ParseTagError| self.corrupt(e.to_string()))
+            })
+            .collect()
+    }
+}
+
+fn opt_str(a: &StringArray, i: usize) -> Option<String> {
+    (!a.is_null(i)).then(|| a.value(i).to_owned())
+}
+
+/// Decodes the documents table.
+pub fn read_documents(file: &str, bytes: Bytes) -> Result<Vec<DocRow>, SnapshotError> {
+    let d = Decoder { file };
+    let mut rows = Vec::new();
+    for b in d.batches(bytes, &documents_schema())? {
+        let ids = d.col::<StringArray>(&b, "doc_id")?;
+        let versions = d.col::<UInt64Array>(&b, "version")?;
+        let has_acl = d.col::<BooleanArray>(&b, "has_acl")?;
+        let tenants = d.col::<StringArray>(&b, "tenant")?;
+        let allow = d.col::<ListArray>(&b, "allow")?;
+        let deny = d.col::<ListArray>(&b, "deny")?;
+        let titles = d.col::<StringArray>(&b, "title")?;
+        let sources = d.col::<StringArray>(&b, "source")?;
+        let keys = d.col::<ListArray>(&b, "attr_keys")?;
+        let values = d.col::<ListArray>(&b, "attr_values")?;
+        for i in 0..b.num_rows() {
+            let acl = if has_acl.value(i) {
+                let tenant = opt_str(tenants, i).ok_or_else(|| d.corrupt("ACL without tenant"))?;
+                Some(Acl {
+                    tenant: TenantId::from(tenant),
+                    allow: d.tags(allow, i)?,
+                    deny: d.tags(deny, i)?,
+                })
+            } else {
+                None
+            };
+            let (k, v) = (d.strings(keys, i)?, d.strings(values, i)?);
+            if k.len() != v.len() {
+                return Err(d.corrupt("attribute keys and values differ in length"));
+            }
+            let attributes = k
+                .into_iter()
+                .zip(v)
+                .map(|(k, v)| {
+                    decode_attr(&v)
+                        .map(|v| (k, v))
+                        .ok_or_else(|| d.corrupt(format!("bad attribute value {v:?}")))
+                })
+                .collect::<Result<_, _>>()?;
+            rows.push(DocRow {
+                id: DocId::new(ids.value(i)),
+                version: versions.value(i),
+                acl,
+                metadata: Metadata {
+                    title: opt_str(titles, i),
+                    source: opt_str(sources, i),
+                    attributes,
+                },
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Decodes the chunks table; returns rows and their vectors, `dims` values each.
+pub fn read_chunks(
+    file: &str,
+    bytes: Bytes,
+    dims: usize,
+) -> Result<(Vec<ChunkRow>, Vec<f32>), SnapshotError> {
+    let d = Decoder { file };
+    let mut rows = Vec::new();
+    let mut vectors = Vec::new();
+    for b in d.batches(bytes, &chunks_schema(dims))? {
+        let slots = d.col::<UInt32Array>(&b, "slot")?;
+        let ids = d.col::<UInt64Array>(&b, "chunk_id")?;
+        let docs = d.col::<StringArray>(&b, "doc_id")?;
+        let versions = d.col::<UInt64Array>(&b, "doc_version")?;
+        let ordinals = d.col::<UInt32Array>(&b, "ordinal")?;
+        let starts = d.col::<UInt64Array>(&b, "span_start")?;
+        let ends = d.col::<UInt64Array>(&b, "span_end")?;
+        let texts = d.col::<StringArray>(&b, "text")?;
+        let emb = d.col::<FixedSizeListArray>(&b, "embedding")?;
+        if emb.value_length() as usize != dims {
+            return Err(d.corrupt("embedding width differs from the manifest"));
+        }
+        let values = emb
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or_else(|| d.corrupt("embedding values are not f32"))?;
+        let offset = emb.offset() * dims;
+        let flat = &values.values()[offset..offset + b.num_rows() * dims];
+        if let Some(bad) = flat.iter().position(|v| !v.is_finite()) {
+            return Err(d.corrupt(format!("non-finite embedding value at {bad}")));
+        }
+        vectors.extend_from_slice(flat);
+        for i in 0..b.num_rows() {
+            rows.push(ChunkRow {
+                slot: slots.value(i),
+                chunk_id: ChunkId(ids.value(i)),
+                doc_id: DocId::new(docs.value(i)),
+                doc_version: versions.value(i),
+                ordinal: ordinals.value(i),
+                span: Span::new(starts.value(i) as usize, ends.value(i) as usize),
+                text: Arc::from(texts.value(i)),
+            });
+        }
+    }
+    Ok((rows, vectors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_roundtrip() {
+        let rows = vec![
+            DocRow {
+                id: DocId::new("a"),
+                version: 3,
+                acl: Some(Acl::new("t").allow_group("g").deny_user("u")),
+                metadata: Metadata::default()
+                    .with_title("T")
+                    .with_attr("n", AttrValue::Int(-4))
+                    .with_attr("f", AttrValue::Bool(true))
+                    .with_attr("s", AttrValue::Text("x:y".into())),
+            },
+            DocRow {
+                id: DocId::new("b"),
+                version: 1,
+                acl: None,
+                metadata: Metadata::default().with_source("/p"),
+            },
+        ];
+        let bytes = write_documents("d", &rows).unwrap();
+        assert_eq!(read_documents("d", Bytes::from(bytes)).unwrap(), rows);
+    }
+
+    #[test]
+    fn garbage_is_a_typed_error() {
+        let err = read_documents("d", Bytes::from_static(b"not parquet")).unwrap_err();
+        assert!(matches!(err, SnapshotError::Corrupt { .. }), "{err}");
+    }
+}

@@ -1,0 +1,119 @@
+//! The index's state behind its read-write lock: documents, chunk records by slot,
+//! access postings, the vectors, and the HNSW graph.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rag_core::{Acl, ChunkId, DocId, Metadata, Span};
+use roaring::RoaringBitmap;
+
+use crate::filter::Postings;
+use crate::hnsw::Hnsw;
+use crate::vectors::VectorStore;
+
+/// What every chunk of a document shares.
+#[derive(Debug)]
+pub struct DocHeader {
+    /// The document.
+    pub id: DocId,
+    /// Its version.
+    pub version: u64,
+}
+
+/// A stored document.
+#[derive(Debug, Clone)]
+pub struct DocEntry {
+    /// Id and version.
+    pub header: Arc<DocHeader>,
+    /// Who may read it.
+    pub acl: Option<Acl>,
+    /// Its metadata.
+    pub metadata: Metadata,
+    /// Its chunks' slots, in chunk order.
+    pub slots: Vec<u32>,
+}
+
+/// A stored chunk.
+#[derive(Debug, Clone)]
+pub struct SlotRecord {
+    /// The chunk's id.
+    pub chunk_id: ChunkId,
+    /// Its document.
+    pub doc: Arc<DocHeader>,
+    /// Its position in the document.
+    pub ordinal: u32,
+    /// Where it lies in the document.
+    pub span: Span,
+    /// Its text.
+    pub text: Arc<str>,
+}
+
+/// Everything a search reads, swapped or mutated only under the write lock.
+#[derive(Debug)]
+pub struct State {
+    /// Bumped by every write; compiled filters are valid for one generation.
+    pub generation: u64,
+    /// Documents by id.
+    pub docs: HashMap<DocId, DocEntry>,
+    /// Slots by chunk id.
+    pub chunks: HashMap<ChunkId, u32>,
+    /// Chunk records by slot; `None` for removed slots.
+    pub records: Vec<Option<SlotRecord>>,
+    /// Published, searchable slots.
+    pub live: RoaringBitmap,
+    /// Access postings.
+    pub postings: Postings,
+    /// Unit vectors by slot.
+    pub vectors: VectorStore,
+    /// The graph (shared so writers can insert without the write lock).
+    pub hnsw: Arc<Hnsw>,
+    /// Removed slots still present in the graph.
+    pub tombstones: usize,
+}
+
+impl State {
+    /// An empty state over `hnsw`.
+    pub fn new(dims: usize, hnsw: Arc<Hnsw>) -> Self {
+        Self {
+            generation: 0,
+            docs: HashMap::new(),
+            chunks: HashMap::new(),
+            records: Vec::new(),
+            live: RoaringBitmap::new(),
+            postings: Postings::default(),
+            vectors: VectorStore::new(dims),
+            hnsw,
+            tombstones: 0,
+        }
+    }
+
+    /// Removes a document from everything searches read; returns its slots.
+    pub fn unpublish(&mut self, doc_id: &DocId) -> Option<Vec<u32>> {
+        let entry = self.docs.remove(doc_id)?;
+        self.postings.remove(entry.acl.as_ref(), &entry.slots);
+        for &slot in &entry.slots {
+            self.live.remove(slot);
+            if let Some(rec) = self.records.get_mut(slot as usize).and_then(Option::take)
+                && self.chunks.get(&rec.chunk_id) == Some(&slot)
+            {
+                self.chunks.remove(&rec.chunk_id);
+            }
+        }
+        Some(entry.slots)
+    }
+
+    /// Publishes a document whose vectors are already in the graph and the store.
+    pub fn publish(&mut self, entry: DocEntry, records: Vec<SlotRecord>) {
+        self.postings.insert(entry.acl.as_ref(), &entry.slots);
+        for (&slot, rec) in entry.slots.iter().zip(records) {
+            self.live.insert(slot);
+            self.chunks.insert(rec.chunk_id, slot);
+            let i = slot as usize;
+            if self.records.len() <= i {
+                self.records.resize(i + 1, None);
+            }
+            self.records[i] = Some(rec);
+        }
+        self.docs.insert(entry.header.id.clone(), entry);
+    }
+}

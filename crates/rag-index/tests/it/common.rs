@@ -1,0 +1,102 @@
+//! Builders shared by the integration tests.
+
+use rag_core::testing::FlatIndex;
+use rag_core::{
+    AccessFilter, Acl, AttrValue, Chunk, ChunkId, DocId, DocumentUpdate, EmbeddedChunk, Embedding,
+    Metadata, ModelFingerprint, SearchResult, Span, VectorIndex,
+};
+use rag_index::{HnswIndex, IndexConfig};
+
+pub const DIMS: usize = 8;
+
+pub fn fingerprint() -> ModelFingerprint {
+    ModelFingerprint::new("test-model", DIMS, "sha-test").unwrap()
+}
+
+pub fn small_config() -> IndexConfig {
+    IndexConfig::builder()
+        .max_concurrency(8)
+        .exact_scan_max(8)
+        .exact_scan_fraction(0.0)
+        .compaction_min(16)
+        .build()
+        .unwrap()
+}
+
+pub fn emb(v: &[f32]) -> Embedding {
+    Embedding::new(fingerprint().id(), v.to_vec()).unwrap()
+}
+
+/// A document whose chunk `i` has vector `vectors[i]`.
+pub fn doc(id: &str, version: u64, acl: Option<Acl>, vectors: &[Vec<f32>]) -> DocumentUpdate {
+    let doc_id = DocId::new(id);
+    DocumentUpdate {
+        doc_id: doc_id.clone(),
+        version,
+        acl,
+        metadata: Metadata::default()
+            .with_title(format!("title {id}"))
+            .with_attr("v", AttrValue::Int(version as i64)),
+        chunks: vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let text = format!("{id} v{version} chunk {i}");
+                EmbeddedChunk {
+                    chunk: Chunk {
+                        id: ChunkId::derive(&doc_id, i as u32),
+                        ordinal: i as u32,
+                        span: Span::new(0, text.len()),
+                        text,
+                    },
+                    embedding: emb(v),
+                }
+            })
+            .collect(),
+    }
+}
+
+pub fn pair() -> (HnswIndex, FlatIndex) {
+    (
+        HnswIndex::new(fingerprint(), small_config()).unwrap(),
+        FlatIndex::new(fingerprint()),
+    )
+}
+
+/// Asserts that `got` is a correct exact answer given the oracle's answer `want`.
+pub fn assert_same_ranking(got: &SearchResult, want: &SearchResult) {
+    assert_eq!(got.visible, want.visible, "visible counts differ");
+    assert_eq!(got.hits.len(), want.hits.len(), "hit counts differ");
+    for (g, w) in got.hits.iter().zip(&want.hits) {
+        assert!(
+            (g.score - w.score).abs() < 1e-4,
+            "scores differ: {} vs {}",
+            g.score,
+            w.score
+        );
+        if (g.score - w.score).abs() < 1e-6 && g.chunk_id != w.chunk_id {
+            // A tie: both orders are right as long as the other side has it too.
+            assert!(
+                want.hits
+                    .iter()
+                    .any(|h| h.chunk_id == g.chunk_id && (h.score - g.score).abs() < 1e-4)
+            );
+        }
+    }
+}
+
+/// Asserts every hit of `r` is visible to `filter` according to `oracle`.
+pub fn assert_all_visible(r: &SearchResult, filter: &AccessFilter, oracle: &FlatIndex) {
+    for h in &r.hits {
+        let info = oracle
+            .document(&h.doc_id)
+            .unwrap()
+            .unwrap_or_else(|| panic!("hit of a document the oracle does not hold: {}", h.doc_id));
+        assert!(
+            filter.permits(info.acl.as_ref()),
+            "leak: {} is not visible",
+            h.doc_id
+        );
+        assert_eq!(info.version, h.doc_version, "stale version in a hit");
+    }
+}
