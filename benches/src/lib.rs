@@ -1,1 +1,7 @@
-//! benches
+//! Shared fixtures for the benchmarks and report binaries: clustered vectors, tag
+//! ACLs of known selectivity, and a plain brute-force scan used as ground truth.
+#![allow(missing_docs)]
+
+pub mod args;
+pub mod corpus;
+pub mod timing;

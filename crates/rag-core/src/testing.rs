@@ -63,11 +63,20 @@ impl Embedder for HashEmbedder {
 }
 
 #[derive(Debug, Clone)]
+struct FlatChunk {
+    id: ChunkId,
+    ordinal: u32,
+    span: crate::document::Span,
+    text: Arc<str>,
+    vector: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
 struct FlatDoc {
     version: u64,
     acl: Option<Acl>,
     metadata: Metadata,
-    chunks: Vec<(ChunkId, u32, crate::document::Span, Arc<str>, Vec<f32>)>,
+    chunks: Vec<FlatChunk>,
 }
 
 /// A brute-force index: scores every stored chunk with [`AccessFilter::permits`].
@@ -107,13 +116,13 @@ impl FlatIndex {
         let mut chunks = Vec::with_capacity(u.chunks.len());
         for c in u.chunks {
             let v = self.check(&c.embedding)?;
-            chunks.push((
-                c.chunk.id,
-                c.chunk.ordinal,
-                c.chunk.span,
-                Arc::from(c.chunk.text),
-                v,
-            ));
+            chunks.push(FlatChunk {
+                id: c.chunk.id,
+                ordinal: c.chunk.ordinal,
+                span: c.chunk.span,
+                text: Arc::from(c.chunk.text),
+                vector: v,
+            });
         }
         Ok(FlatDoc {
             version: u.version,
@@ -193,15 +202,15 @@ impl VectorIndex for FlatIndex {
             if !filter.permits(doc.acl.as_ref()) {
                 continue;
             }
-            for (chunk_id, ordinal, span, text, v) in &doc.chunks {
+            for c in &doc.chunks {
                 hits.push(Hit {
-                    chunk_id: *chunk_id,
+                    chunk_id: c.id,
                     doc_id: doc_id.clone(),
                     doc_version: doc.version,
-                    ordinal: *ordinal,
-                    span: *span,
-                    text: text.clone(),
-                    score: dot(&q, v),
+                    ordinal: c.ordinal,
+                    span: c.span,
+                    text: c.text.clone(),
+                    score: dot(&q, &c.vector),
                 });
             }
         }
@@ -230,7 +239,7 @@ impl VectorIndex for FlatIndex {
             version: d.version,
             acl: d.acl.clone(),
             metadata: d.metadata.clone(),
-            chunk_ids: d.chunks.iter().map(|c| c.0).collect(),
+            chunk_ids: d.chunks.iter().map(|c| c.id).collect(),
         }))
     }
 

@@ -113,6 +113,11 @@ impl Hnsw {
         Ok(buf)
     }
 
+    /// The graph's own search beam.
+    pub fn expansion(&self) -> usize {
+        self.index.expansion_search()
+    }
+
     /// Vectors present.
     pub fn size(&self) -> usize {
         self.index.size()
@@ -148,6 +153,20 @@ impl Hnsw {
             .remove(u64::from(key))
             .map(|_| ())
             .map_err(|e| IndexError::usearch("remove", e))
+    }
+
+    /// Up to `count` nearest keys with no filter, for callers that check every result.
+    pub fn search_unfiltered(&self, q: &[f32], count: usize) -> Result<Vec<(u32, f32)>> {
+        let _permit = self.permits.acquire();
+        let m = self
+            .index
+            .search(q, count)
+            .map_err(|e| IndexError::usearch("search", e))?;
+        Ok(m.keys
+            .iter()
+            .zip(&m.distances)
+            .filter_map(|(&k, &d)| u32::try_from(k).ok().map(|k| (k, 1.0 - d)))
+            .collect())
     }
 
     /// Up to `count` nearest keys (the beam is at least `count` wide) among those

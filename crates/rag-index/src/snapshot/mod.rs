@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fs_err as fs;
-use rag_core::{ModelFingerprint, Span};
+use rag_core::{DocId, ModelFingerprint};
 use sha2::{Digest, Sha256};
 
 pub use manifest::{FileEntry, Manifest, SNAPSHOT_FORMAT_VERSION};
@@ -101,9 +101,15 @@ impl HnswIndex {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let tag = format!("{}-{nonce:x}", state.generation);
-        let documents = tables::write_documents("documents", &docs)?;
-        let chunk_bytes = tables::write_chunks("chunks", dims, &chunks, |s| state.vectors.get(s))?;
-        let graph = state.hnsw.to_bytes()?;
+        let (documents, graph, chunk_bytes) = in_parallel(
+            || Ok(tables::write_documents("documents", &docs)?),
+            || state.hnsw.to_bytes(),
+            || {
+                Ok(tables::write_chunks("chunks", dims, &chunks, |s| {
+                    state.vectors.get(s)
+                })?)
+            },
+        )?;
         let files = vec![
             entry(
                 "documents",
@@ -182,20 +188,28 @@ impl HnswIndex {
         };
         config.validate()?;
         let dims = m.model.dims;
-        let documents =
-            tables::read_documents("documents", read_verified(dir, m.file("documents")?)?)?;
-        let (chunks, vectors) =
-            tables::read_chunks("chunks", read_verified(dir, m.file("chunks")?)?, dims)?;
-        let graph = read_verified(dir, m.file("graph")?)?;
         let corrupt = |file: &str, reason: String| SnapshotError::Corrupt {
             file: file.to_owned(),
             reason,
         };
+        let (documents, hnsw, (chunks, vectors)) = in_parallel(
+            || {
+                let bytes = read_verified(dir, m.file("documents")?)?;
+                Ok(tables::read_documents("documents", bytes)?)
+            },
+            || {
+                let bytes = read_verified(dir, m.file("graph")?)?;
+                Hnsw::from_bytes(&bytes, dims, &config)
+                    .map_err(|e| corrupt("graph", e.to_string()).into())
+            },
+            || {
+                let bytes = read_verified(dir, m.file("chunks")?)?;
+                Ok(tables::read_chunks("chunks", bytes, dims)?)
+            },
+        )?;
         if documents.len() as u64 != m.documents || chunks.len() as u64 != m.chunks {
             return Err(corrupt("manifest", "row counts differ from the tables".into()).into());
         }
-        let hnsw =
-            Hnsw::from_bytes(&graph, dims, &config).map_err(|e| corrupt("graph", e.to_string()))?;
         if hnsw.size() != chunks.len() {
             return Err(corrupt(
                 "graph",
@@ -207,18 +221,31 @@ impl HnswIndex {
             )
             .into());
         }
-        let state = rebuild_state(
-            dims,
-            m.next_slot,
-            m.tombstones,
-            m.generation,
-            hnsw,
-            documents,
-            chunks,
-            &vectors,
-        )?;
+        let state = rebuild_state(&m, hnsw, documents, chunks, &vectors)?;
         Ok(HnswIndex::from_state(fingerprint, config, state))
     }
+}
+
+/// Runs `a` and `b` on threads of their own and `c` on this one.
+fn in_parallel<A: Send, B: Send, C>(
+    a: impl FnOnce() -> Result<A> + Send,
+    b: impl FnOnce() -> Result<B> + Send,
+    c: impl FnOnce() -> Result<C>,
+) -> Result<(A, B, C)> {
+    std::thread::scope(|s| {
+        let ha = s.spawn(a);
+        let hb = s.spawn(b);
+        let rc = c();
+        let panicked = || {
+            crate::error::IndexError::from(SnapshotError::Encode {
+                file: "snapshot".into(),
+                reason: "worker thread panicked".into(),
+            })
+        };
+        let ra = ha.join().map_err(|_| panicked())?;
+        let rb = hb.join().map_err(|_| panicked())?;
+        Ok((ra?, rb?, rc?))
+    })
 }
 
 fn read_verified(dir: &Path, f: &FileEntry) -> Result<Bytes, SnapshotError> {
@@ -252,25 +279,32 @@ fn read_verified(dir: &Path, f: &FileEntry) -> Result<Bytes, SnapshotError> {
     Ok(Bytes::from(content))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A document being reassembled from its row and its chunk rows.
+struct Reassembly {
+    row: DocRow,
+    header: Arc<DocHeader>,
+    records: Vec<(u32, SlotRecord)>,
+}
+
+/// Builds the index state from decoded, checksum-verified tables, checking that they
+/// agree with each other and with the manifest.
 fn rebuild_state(
-    dims: usize,
-    next_slot: u64,
-    tombstones: u64,
-    generation: u64,
+    m: &Manifest,
     hnsw: Hnsw,
     documents: Vec<DocRow>,
     mut chunks: Vec<ChunkRow>,
     vectors: &[f32],
 ) -> Result<State, SnapshotError> {
+    let dims = m.model.dims;
     let corrupt = |reason: String| SnapshotError::Corrupt {
         file: "chunks".to_owned(),
         reason,
     };
-    let next_slot = u32::try_from(next_slot).map_err(|_| corrupt("slot count overflows".into()))?;
+    let next_slot =
+        u32::try_from(m.next_slot).map_err(|_| corrupt("slot count overflows".into()))?;
     let mut state = State::new(dims, Arc::new(hnsw));
-    state.generation = generation;
-    state.tombstones = tombstones as usize;
+    state.generation = m.generation;
+    state.tombstones = m.tombstones as usize;
     let mut by_slot: Vec<Option<usize>> = vec![None; next_slot as usize];
     let mut chunk_ids = HashSet::new();
     for (i, c) in chunks.iter().enumerate() {
@@ -284,23 +318,26 @@ fn rebuild_state(
             )));
         }
     }
+    let zeros = vec![0f32; dims];
     for slot in &by_slot {
         match slot {
             Some(i) => state.vectors.push(&vectors[i * dims..(i + 1) * dims]),
-            None => state.vectors.push(&vec![0f32; dims]),
+            None => state.vectors.push(&zeros),
         }
     }
-    let mut headers: HashMap<rag_core::DocId, (DocRow, Arc<DocHeader>, Vec<(u32, SlotRecord)>)> =
-        HashMap::with_capacity(documents.len());
-    for d in documents {
+    let mut docs: HashMap<DocId, Reassembly> = HashMap::with_capacity(documents.len());
+    for row in documents {
         let header = Arc::new(DocHeader {
-            id: d.id.clone(),
-            version: d.version,
+            id: row.id.clone(),
+            version: row.version,
         });
-        if headers
-            .insert(d.id.clone(), (d, header, Vec::new()))
-            .is_some()
-        {
+        let id = row.id.clone();
+        let doc = Reassembly {
+            row,
+            header,
+            records: Vec::new(),
+        };
+        if docs.insert(id, doc).is_some() {
             return Err(SnapshotError::Corrupt {
                 file: "documents".into(),
                 reason: "document repeats".into(),
@@ -309,10 +346,10 @@ fn rebuild_state(
     }
     chunks.sort_by_key(|c| (c.ordinal, c.slot));
     for c in chunks {
-        let (row, header, recs) = headers
+        let doc = docs
             .get_mut(&c.doc_id)
             .ok_or_else(|| corrupt(format!("chunk of unknown document {}", c.doc_id)))?;
-        if row.version != c.doc_version {
+        if doc.row.version != c.doc_version {
             return Err(corrupt(format!(
                 "chunk version differs from document {}",
                 c.doc_id
@@ -321,24 +358,24 @@ fn rebuild_state(
         if c.span.start > c.span.end {
             return Err(corrupt("invalid span".into()));
         }
-        recs.push((
+        doc.records.push((
             c.slot,
             SlotRecord {
                 chunk_id: c.chunk_id,
-                doc: header.clone(),
+                doc: doc.header.clone(),
                 ordinal: c.ordinal,
-                span: Span::new(c.span.start, c.span.end),
+                span: c.span,
                 text: c.text,
             },
         ));
     }
-    for (_, (row, header, recs)) in headers {
-        let (slots, records): (Vec<u32>, Vec<SlotRecord>) = recs.into_iter().unzip();
+    for (_, doc) in docs {
+        let (slots, records): (Vec<u32>, Vec<SlotRecord>) = doc.records.into_iter().unzip();
         state.publish(
             DocEntry {
-                header,
-                acl: row.acl,
-                metadata: row.metadata,
+                header: doc.header,
+                acl: doc.row.acl,
+                metadata: doc.row.metadata,
                 slots,
             },
             records,
