@@ -207,14 +207,19 @@ impl OnnxEmbedder {
 
     /// Token counts of `texts` after truncation (what a batch would cost).
     pub fn count_tokens(&self, texts: &[&str]) -> Result<Vec<usize>> {
-        let enc = self
-            .tokenizer
-            .encode_batch(
-                texts.iter().map(|t| self.bounded(t)).collect::<Vec<_>>(),
-                true,
-            )
-            .map_err(InferError::tokenizer)?;
+        let enc = self.encode(texts)?;
         Ok(enc.iter().map(|e| e.len()).collect())
+    }
+
+    /// Tokenizes on the calling thread: a parallel `encode_batch` would put rayon's
+    /// threads in contention with ONNX Runtime's, and WordPiece is cheap beside the
+    /// model (see the `embed` report).
+    fn encode(&self, texts: &[&str]) -> Result<Vec<tokenizers::Encoding>> {
+        texts
+            .iter()
+            .map(|t| self.tokenizer.encode(self.bounded(t), true))
+            .collect::<Result<_, _>>()
+            .map_err(InferError::tokenizer)
     }
 
     /// A prefix of `text` long enough for `max_tokens` tokens, so that a huge input
@@ -236,13 +241,7 @@ impl OnnxEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let encodings = self
-            .tokenizer
-            .encode_batch(
-                texts.iter().map(|t| self.bounded(t)).collect::<Vec<_>>(),
-                true,
-            )
-            .map_err(InferError::tokenizer)?;
+        let encodings = self.encode(texts)?;
         // Longest first, so each batch pads to lengths close to its own.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
