@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fetch and verify everything the real path needs into the asset cache.
 
-    python3 tools/assets.py fetch [--cache DIR]     # idempotent
+    python3 tools/assets.py fetch [--cache DIR] [--fp32]   # idempotent
     python3 tools/assets.py verify [--cache DIR]    # checksums only, no network
     python3 tools/assets.py path [--cache DIR]      # print the cache directory
 
@@ -110,10 +110,28 @@ def ensure_pyenv(cache, tools):
     return py
 
 
+def convert_generator(cache, py, manifest, weights):
+    """GGUF -> ONNX with KV cache and tokenizer.json, redone only when the GGUF or the
+    converter changed (both hashed into a stamp)."""
+    conv = manifest["generator"]
+    gguf = cache / conv["gguf"]
+    out = cache / conv["out"].format(weights=weights)
+    script = ROOT / "tools" / "gguf_to_onnx.py"
+    stamp_text = f"gguf {sha256(gguf)}\nconverter {sha256(script)}\nweights {weights}\n"
+    stamp = out / "converted.stamp"
+    if stamp.exists() and stamp.read_text() == stamp_text and (out / "model.onnx").exists():
+        print(f"  generator ({weights}): cached")
+        return
+    subprocess.run([str(py), str(script), str(gguf), str(out), "--weights", weights, "--verify"], check=True)
+    stamp.write_text(stamp_text)
+    print(f"  generator ({weights}): converted and verified")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["fetch", "verify", "path"])
     ap.add_argument("--cache")
+    ap.add_argument("--fp32", action="store_true", help="also convert the generator with fp32 weights")
     args = ap.parse_args()
     cache = cache_dir(args.cache)
     manifest = json.loads(MANIFEST.read_text())
@@ -124,9 +142,11 @@ def main():
     try:
         if args.command == "fetch":
             print(f"asset cache: {cache}")
-            ensure_pyenv(cache, manifest["python_tools"])
+            py = ensure_pyenv(cache, manifest["python_tools"])
             for pkg in manifest["packages"]:
                 fetch_package(pkg, cache)
+            for weights in ["q4"] + (["fp32"] if args.fp32 else []):
+                convert_generator(cache, py, manifest, weights)
         for pkg in manifest["packages"]:
             for f in pkg["files"]:
                 target = cache / f["to"]

@@ -11,6 +11,9 @@
 //!   `tokenizer.json`, a pool of sessions, inputs sorted by length and batched under
 //!   a token budget, mean or CLS pooling, L2 normalisation, and a fingerprint of
 //!   model and tokenizer checksums that indexes store.
+//! * [`OnnxGenerator`] implements [`rag_core::Generator`]: a decoder in the common
+//!   ONNX layout with a KV cache, the model's chat template, greedy or seeded
+//!   temperature/top-p sampling, stop sequences, streaming with cancellation.
 //! * Devices: CPU by default; `Device::Cuda` needs the `cuda` feature and registers
 //!   the CUDA provider so that failure is an error, never a silent CPU fallback.
 #![deny(missing_docs)]
@@ -19,9 +22,12 @@
 pub mod assets;
 mod embedder;
 mod error;
+mod generator;
 mod pool;
 mod runtime;
+mod sampling;
 
 pub use embedder::{EmbedderConfig, OnnxEmbedder, Pooling};
 pub use error::{InferError, Result};
+pub use generator::{GeneratorConfig, OnnxGenerator};
 pub use runtime::{SessionOptions, build_session, load_runtime, runtime_loaded};
