@@ -72,6 +72,15 @@ pub fn options(dims: usize, config: &IndexConfig) -> IndexOptions {
     }
 }
 
+/// Slots and inner products of usearch matches (distance is `1 - dot`).
+fn similarities(m: &usearch::ffi::Matches) -> Vec<(u32, f32)> {
+    m.keys
+        .iter()
+        .zip(&m.distances)
+        .filter_map(|(&k, &d)| u32::try_from(k).ok().map(|k| (k, 1.0 - d)))
+        .collect()
+}
+
 impl Hnsw {
     /// An empty graph with room for `capacity` vectors.
     pub fn new(dims: usize, config: &IndexConfig, capacity: usize) -> Result<Self> {
@@ -162,11 +171,7 @@ impl Hnsw {
             .index
             .search(q, count)
             .map_err(|e| IndexError::usearch("search", e))?;
-        Ok(m.keys
-            .iter()
-            .zip(&m.distances)
-            .filter_map(|(&k, &d)| u32::try_from(k).ok().map(|k| (k, 1.0 - d)))
-            .collect())
+        Ok(similarities(&m))
     }
 
     /// Up to `count` nearest keys (the beam is at least `count` wide) among those
@@ -182,10 +187,6 @@ impl Hnsw {
             .index
             .filtered_search(q, count, |key: u64| u32::try_from(key).is_ok_and(&allowed))
             .map_err(|e| IndexError::usearch("search", e))?;
-        Ok(m.keys
-            .iter()
-            .zip(&m.distances)
-            .filter_map(|(&k, &d)| u32::try_from(k).ok().map(|k| (k, 1.0 - d)))
-            .collect())
+        Ok(similarities(&m))
     }
 }

@@ -11,7 +11,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 use crate::assets::{minilm_dir, pinned_sha256, sha256_file, verify_file};
 use crate::error::{InferError, Result};
 use crate::pool::SessionPool;
-use crate::runtime::{SessionOptions, build_session};
+use crate::runtime::{SessionOptions, build_session, model_files};
 
 /// How token states become one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,13 +147,7 @@ impl OnnxEmbedder {
             .into());
         }
         let dir = &config.model_dir;
-        let model = dir.join("model.onnx");
-        let tokenizer_path = dir.join("tokenizer.json");
-        for p in [&model, &tokenizer_path] {
-            if !p.exists() {
-                return Err(InferError::ModelMissing { path: p.clone() });
-            }
-        }
+        let (model, tokenizer_path) = model_files(dir)?;
         let (model_sha, tokenizer_sha) = match &config.checksums {
             Some((m, t)) => (verify_file(&model, m)?, verify_file(&tokenizer_path, t)?),
             None => (sha256_file(&model)?, sha256_file(&tokenizer_path)?),

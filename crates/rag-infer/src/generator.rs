@@ -17,7 +17,7 @@ use tokenizers::Tokenizer;
 use crate::assets::cache_dir;
 use crate::error::{InferError, Result};
 use crate::pool::SessionPool;
-use crate::runtime::{SessionOptions, build_session};
+use crate::runtime::{SessionOptions, build_session, model_files};
 use crate::sampling::{Rng, sample};
 
 /// Settings of an [`OnnxGenerator`].
@@ -156,13 +156,7 @@ impl OnnxGenerator {
     /// Loads the model, tokenizer and chat format of `config.model_dir`.
     pub fn new(config: GeneratorConfig) -> Result<Self> {
         let dir = &config.model_dir;
-        let model = dir.join("model.onnx");
-        let tokenizer_path = dir.join("tokenizer.json");
-        for p in [&model, &tokenizer_path] {
-            if !p.exists() {
-                return Err(InferError::ModelMissing { path: p.clone() });
-            }
-        }
+        let (model, tokenizer_path) = model_files(dir)?;
         let extra: serde_json::Value = match fs_err::read_to_string(dir.join("config.json")) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| InferError::ModelInterface {
                 path: dir.join("config.json"),

@@ -123,3 +123,15 @@ fn register_cuda(
         ),
     })
 }
+
+/// `model.onnx` and `tokenizer.json` of a model directory, both required.
+pub(crate) fn model_files(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let model = dir.join("model.onnx");
+    let tokenizer = dir.join("tokenizer.json");
+    for p in [&model, &tokenizer] {
+        if !p.exists() {
+            return Err(InferError::ModelMissing { path: p.clone() });
+        }
+    }
+    Ok((model, tokenizer))
+}
