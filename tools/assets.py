@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fetch and verify everything the real path needs into the asset cache.
 
-    python3 tools/assets.py fetch [--cache DIR] [--fp32]   # idempotent
+    python3 tools/assets.py fetch [--cache DIR] [--fp32] [--gpu]   # idempotent
     python3 tools/assets.py verify [--cache DIR]    # checksums only, no network
     python3 tools/assets.py path [--cache DIR]      # print the cache directory
 
@@ -132,6 +132,7 @@ def main():
     ap.add_argument("command", choices=["fetch", "verify", "path"])
     ap.add_argument("--cache")
     ap.add_argument("--fp32", action="store_true", help="also convert the generator with fp32 weights")
+    ap.add_argument("--gpu", action="store_true", help="also fetch onnxruntime-gpu (CUDA 13) for the cuda feature")
     args = ap.parse_args()
     cache = cache_dir(args.cache)
     manifest = json.loads(MANIFEST.read_text())
@@ -144,6 +145,8 @@ def main():
             print(f"asset cache: {cache}")
             py = ensure_pyenv(cache, manifest["python_tools"])
             for pkg in manifest["packages"]:
+                fetch_package(pkg, cache)
+            for pkg in manifest["optional_packages"]["gpu"] if args.gpu else []:
                 fetch_package(pkg, cache)
             for weights in ["q4"] + (["fp32"] if args.fp32 else []):
                 convert_generator(cache, py, manifest, weights)

@@ -26,9 +26,11 @@ pub fn cache_dir() -> PathBuf {
 /// The pinned sha256 of the cache-relative file `rel` (as `to` in the manifest).
 pub fn pinned_sha256(rel: &str) -> Option<String> {
     let manifest: serde_json::Value = serde_json::from_str(MANIFEST).ok()?;
+    let optional = manifest["optional_packages"]["gpu"].as_array();
     manifest["packages"]
         .as_array()?
         .iter()
+        .chain(optional.into_iter().flatten())
         .flat_map(|p| p["files"].as_array().into_iter().flatten())
         .find(|f| f["to"] == rel)
         .and_then(|f| f["sha256"].as_str().map(str::to_owned))
@@ -79,6 +81,12 @@ pub fn runtime_library() -> PathBuf {
     cache_dir().join("onnxruntime/libonnxruntime.so")
 }
 
+/// The pinned CUDA build of ONNX Runtime in the cache (`fetch --gpu`), with its
+/// provider libraries beside it.
+pub fn gpu_runtime_library() -> PathBuf {
+    cache_dir().join("onnxruntime-gpu/libonnxruntime.so")
+}
+
 /// The pinned all-MiniLM-L6-v2 directory in the cache (`model.onnx`, `tokenizer.json`).
 pub fn minilm_dir() -> PathBuf {
     cache_dir().join("all-MiniLM-L6-v2")
@@ -95,6 +103,7 @@ mod tests {
             Some(64)
         );
         assert!(pinned_sha256("onnxruntime/libonnxruntime.so").is_some());
+        assert!(pinned_sha256("onnxruntime-gpu/libonnxruntime_providers_cuda.so").is_some());
         assert!(pinned_sha256("nope").is_none());
     }
 

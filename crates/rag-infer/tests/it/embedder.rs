@@ -202,3 +202,29 @@ fn cuda_without_the_feature_is_an_error_not_a_cpu_fallback() {
     let err = OnnxEmbedder::new(config).unwrap_err();
     assert!(matches!(err, InferError::DeviceUnavailable { .. }), "{err}");
 }
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_registration_never_falls_back_to_cpu() {
+    if runtime().is_none() {
+        return;
+    }
+    let config = EmbedderConfig {
+        session: SessionOptions {
+            device: Device::Cuda { ordinal: 0 },
+            intra_threads: 1,
+        },
+        ..EmbedderConfig::pinned_minilm()
+    };
+    let has_gpu = std::path::Path::new("/dev/nvidia0").exists();
+    match OnnxEmbedder::new(config) {
+        Ok(e) => {
+            assert!(has_gpu, "CUDA session created on a machine without a GPU");
+            assert_eq!(e.device(), Device::Cuda { ordinal: 0 });
+        }
+        Err(err) => {
+            assert!(!has_gpu, "CUDA failed on a GPU machine: {err}");
+            eprintln!("CUDA refused as expected without a GPU: {err}");
+        }
+    }
+}
