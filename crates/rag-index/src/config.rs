@@ -27,6 +27,10 @@ pub struct IndexConfig {
     pub compaction_min: usize,
     /// Compiled access filters kept per index.
     pub filter_cache_entries: usize,
+    /// After a write that inserts at least this many vectors (and a quarter of the
+    /// index), the graph is serialised and reloaded so that it is laid out
+    /// contiguously; 0 turns this off.
+    pub repack_min: usize,
 }
 
 impl Default for IndexConfig {
@@ -43,6 +47,7 @@ impl Default for IndexConfig {
             compaction_fraction: 0.25,
             compaction_min: 1024,
             filter_cache_entries: 256,
+            repack_min: 10_000,
         }
     }
 }
@@ -123,6 +128,8 @@ setters! {
     compaction_min: usize,
     /// Sets [`IndexConfig::filter_cache_entries`].
     filter_cache_entries: usize,
+    /// Sets [`IndexConfig::repack_min`].
+    repack_min: usize,
 }
 
 impl IndexConfigBuilder {

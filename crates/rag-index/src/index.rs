@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::filter::FilterCache;
 use crate::hnsw::Hnsw;
 use crate::state::{DocEntry, SlotRecord, State};
-use crate::write::add_parallel;
+use crate::write::{add_parallel, repacked};
 
 /// Memory held by an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +129,9 @@ impl HnswIndex {
             .collect();
         add_parallel(&next.hnsw, &items)?;
         drop(items);
+        if self.config.repack_min > 0 && next.vectors.len() >= self.config.repack_min {
+            next.hnsw = Arc::new(repacked(&next.hnsw, dims, &self.config)?);
+        }
         let mut state = self.state.write();
         next.generation = state.generation + 1;
         *state = next;

@@ -199,7 +199,24 @@ impl HnswIndex {
             report.generation = state.generation;
         }
         self.retire(&hnsw, &retired)?;
+        let live = self.state.read().live.len() as usize;
+        if self.config.repack_min > 0 && total >= self.config.repack_min && total * 4 >= live {
+            self.repack_locked()?;
+        }
         Ok(report)
+    }
+
+    /// Serialises and reloads the graph with the writer lock held, then swaps it in.
+    /// A graph grown by concurrent inserts is scattered in memory; the reloaded copy
+    /// is contiguous and searches faster (measured in the `filtered` report: an index
+    /// restored from a snapshot ran 0.96x bare usearch where the freshly built one ran
+    /// 0.86x). Searches go on against the old graph meanwhile.
+    pub(crate) fn repack_locked(&self) -> Result<()> {
+        let old = self.state.read().hnsw.clone();
+        let fresh = Arc::new(repacked(&old, self.fingerprint.dims(), &self.config)?);
+        drop(old);
+        self.state.write().hnsw = fresh;
+        Ok(())
     }
 
     /// Removes one document.
@@ -268,6 +285,16 @@ impl HnswIndex {
     fn next_slot(&self) -> u32 {
         self.state.read().vectors.len() as u32
     }
+}
+
+/// A contiguous copy of `hnsw`.
+pub(crate) fn repacked(
+    hnsw: &crate::hnsw::Hnsw,
+    dims: usize,
+    config: &crate::config::IndexConfig,
+) -> Result<crate::hnsw::Hnsw> {
+    let bytes = hnsw.to_bytes()?;
+    crate::hnsw::Hnsw::from_bytes(&bytes, dims, config)
 }
 
 /// Inserts vectors into the graph on all cores.

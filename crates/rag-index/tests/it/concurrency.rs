@@ -22,9 +22,11 @@ fn hot(v: u64) -> rag_core::DocumentUpdate {
 
 #[test]
 fn readers_never_see_a_mix_or_nothing() {
+    // Compactions run (and repack the graph) while the readers search.
     let config = IndexConfig::builder()
         .max_concurrency(4)
         .compaction_min(32)
+        .repack_min(1)
         .build()
         .unwrap();
     let index = HnswIndex::new(fingerprint(), config).unwrap();

@@ -14,10 +14,15 @@ fn random_unit(rng: &mut StdRng) -> Vec<f32> {
 
 /// 2,000 one-chunk documents; one in `every` is readable by group "rare".
 fn corpus(every: usize) -> (HnswIndex, FlatIndex) {
+    corpus_with(every, 0)
+}
+
+fn corpus_with(every: usize, repack_min: usize) -> (HnswIndex, FlatIndex) {
     let config = IndexConfig::builder()
         .max_concurrency(4)
         .exact_scan_max(64)
         .exact_scan_fraction(0.0)
+        .repack_min(repack_min)
         .build()
         .unwrap();
     let index = HnswIndex::new(fingerprint(), config).unwrap();
@@ -101,4 +106,50 @@ fn deletes_are_compacted_and_space_is_reclaimed() {
         .search_with(&q, 10, &filter, SearchMode::Exact)
         .unwrap();
     assert_same_ranking(&got, &oracle.search(&q, 10, &filter).unwrap());
+}
+
+#[test]
+fn repacked_graph_keeps_recall_and_accepts_writes() {
+    // repack_min 100: the 2,000-document upsert is repacked.
+    let (index, oracle) = corpus_with(3, 100);
+    let filter = AccessFilter::for_principal(&Principal::new("acme", "u").with_group("rare"));
+    let mut rng = StdRng::seed_from_u64(13);
+    let recall = |index: &HnswIndex, oracle: &FlatIndex, rng: &mut StdRng| {
+        let mut found = 0;
+        for _ in 0..30 {
+            let q = emb(&random_unit(rng));
+            let want = oracle.search(&q, 10, &filter).unwrap();
+            let got = index
+                .search_with(&q, 10, &filter, SearchMode::Hnsw)
+                .unwrap();
+            assert_all_visible(&got, &filter, oracle);
+            found += got
+                .hits
+                .iter()
+                .filter(|h| want.hits.iter().any(|w| w.chunk_id == h.chunk_id))
+                .count();
+        }
+        found as f64 / 300.0
+    };
+    assert!(recall(&index, &oracle, &mut rng) >= 0.95);
+    // Writes after the swap land in the new graph.
+    let docs: Vec<_> = (2000..2600)
+        .map(|i| {
+            doc(
+                &format!("d{i}"),
+                1,
+                Some(Acl::new("acme").allow_group("rare")),
+                &[random_unit(&mut rng)],
+            )
+        })
+        .collect();
+    index.upsert(docs.clone()).unwrap();
+    oracle.upsert(docs).unwrap();
+    for i in (0..600).step_by(3) {
+        let id = DocId::new(format!("d{i}"));
+        index.delete(&id).unwrap();
+        oracle.delete(&id).unwrap();
+    }
+    assert_eq!(index.stats().chunks, oracle.stats().chunks);
+    assert!(recall(&index, &oracle, &mut rng) >= 0.95);
 }
