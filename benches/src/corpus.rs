@@ -4,6 +4,7 @@ use rag_core::{
     AccessFilter, Acl, Chunk, ChunkId, DocId, DocumentUpdate, EmbeddedChunk, Embedding, Metadata,
     ModelFingerprint, Principal, Span,
 };
+use rag_index::IndexConfig;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
@@ -172,4 +173,17 @@ pub fn exact_top_k(corpus: &Corpus, allowed: &[u32], q: &[f32], k: usize) -> Vec
         }
     }
     best.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Options of a bare usearch index with the same HNSW settings as `config`.
+pub fn bare_usearch_options(dims: usize, config: &IndexConfig) -> usearch::IndexOptions {
+    usearch::IndexOptions {
+        dimensions: dims,
+        metric: usearch::MetricKind::IP,
+        quantization: usearch::ScalarKind::F32,
+        connectivity: config.connectivity,
+        expansion_add: config.expansion_add,
+        expansion_search: config.expansion_search,
+        multi: false,
+    }
 }

@@ -3,7 +3,7 @@
 
 use rag_benches::corpus::Corpus;
 use rag_index::{HnswIndex, IndexConfig};
-use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+use usearch::{Index, IndexOptions};
 
 pub const N: usize = 20_000;
 pub const DIMS: usize = 384;
@@ -28,16 +28,7 @@ pub fn build(corpus: &Corpus) -> HnswIndex {
 }
 
 pub fn bare_options() -> IndexOptions {
-    let c = config();
-    IndexOptions {
-        dimensions: DIMS,
-        metric: MetricKind::IP,
-        quantization: ScalarKind::F32,
-        connectivity: c.connectivity,
-        expansion_add: c.expansion_add,
-        expansion_search: c.expansion_search,
-        multi: false,
-    }
+    rag_benches::corpus::bare_usearch_options(DIMS, &config())
 }
 
 /// A bare usearch index holding `index`'s own graph, loaded from a snapshot.

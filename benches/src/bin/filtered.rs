@@ -20,12 +20,12 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use rag_benches::args::Args;
-use rag_benches::corpus::{Corpus, LEVELS, exact_top_k};
+use rag_benches::corpus::{Corpus, LEVELS, bare_usearch_options, exact_top_k};
 use rag_benches::timing::{median, throughput};
 use rag_core::{Embedding, SearchStrategy};
 use rag_index::{HnswIndex, IndexConfig};
 use serde::Serialize;
-use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+use usearch::Index;
 
 const K: usize = 10;
 
@@ -128,15 +128,7 @@ fn main() -> Result<()> {
     // The baselines search this index's own graph, loaded into a bare usearch index
     // from the snapshot: same parameters, same graph, so only the search differs.
     let load_bare = || -> Result<Index> {
-        let bare = Index::new(&IndexOptions {
-            dimensions: dim,
-            metric: MetricKind::IP,
-            quantization: ScalarKind::F32,
-            connectivity: config.connectivity,
-            expansion_add: config.expansion_add,
-            expansion_search: config.expansion_search,
-            multi: false,
-        })?;
+        let bare = Index::new(&bare_usearch_options(dim, &config))?;
         bare.load(graph_file.to_str().context("graph path is not UTF-8")?)?;
         bare.reserve_capacity_and_threads(n, 8)?;
         bare.change_expansion_search(config.expansion_search);

@@ -12,7 +12,6 @@ use crate::state::{DocEntry, DocHeader, SlotRecord};
 
 /// A document checked and ready to insert.
 pub(crate) struct Prepared {
-    pub entry_acl: Option<rag_core::Acl>,
     pub update: DocumentUpdate,
     pub vectors: Vec<Vec<f32>>,
 }
@@ -86,11 +85,7 @@ impl HnswIndex {
                 }
                 vectors.push(e.normalized());
             }
-            prepared.push(Prepared {
-                entry_acl: update.acl.clone(),
-                update,
-                vectors,
-            });
+            prepared.push(Prepared { update, vectors });
         }
         Ok(prepared)
     }
@@ -186,7 +181,7 @@ impl HnswIndex {
                 state.publish(
                     DocEntry {
                         header,
-                        acl: p.entry_acl,
+                        acl: u.acl,
                         metadata: u.metadata,
                         slots,
                     },
