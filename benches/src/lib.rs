@@ -3,5 +3,8 @@
 #![allow(missing_docs)]
 
 pub mod args;
+pub mod beir;
 pub mod corpus;
+pub mod eval;
+pub mod metrics;
 pub mod timing;

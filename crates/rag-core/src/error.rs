@@ -138,6 +138,14 @@ pub enum InvalidInput {
         /// The limit.
         max: usize,
     },
+    /// A request or value is malformed.
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// What was malformed.
+        what: &'static str,
+        /// How.
+        detail: String,
+    },
     /// A configuration value is invalid.
     #[error("invalid configuration: {reason}")]
     Config {

@@ -21,7 +21,8 @@ pub struct Hit {
     pub span: Span,
     /// The chunk's text.
     pub text: Arc<str>,
-    /// Cosine similarity to the query, higher is closer.
+    /// Higher is better: cosine similarity for dense search, BM25 for lexical search,
+    /// the fused reciprocal-rank score for hybrid search.
     pub score: f32,
 }
 
@@ -37,6 +38,10 @@ pub enum SearchStrategy {
         /// Beam width used.
         expansion: usize,
     },
+    /// BM25 over the visible chunks' text (the filter is checked per matching chunk).
+    Lexical,
+    /// Dense and lexical legs merged by reciprocal rank fusion.
+    Hybrid,
 }
 
 impl fmt::Display for SearchStrategy {
@@ -45,6 +50,8 @@ impl fmt::Display for SearchStrategy {
             SearchStrategy::Empty => f.write_str("empty"),
             SearchStrategy::ExactScan => f.write_str("exact"),
             SearchStrategy::FilteredHnsw { expansion } => write!(f, "hnsw(ef={expansion})"),
+            SearchStrategy::Lexical => f.write_str("lexical"),
+            SearchStrategy::Hybrid => f.write_str("hybrid"),
         }
     }
 }

@@ -24,11 +24,13 @@
 
 mod access;
 mod answer;
+mod chunking;
 mod document;
 mod embedding;
 mod error;
 mod hit;
 mod ids;
+mod retrieval;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod traits;
@@ -39,11 +41,13 @@ pub use answer::{
     Answer, ChatMessage, Citation, FinishReason, Generation, GenerationRequest, Role,
     SamplingParams, TokenControl,
 };
+pub use chunking::{EmbedderTokens, RecursiveChunker, TokenCounter, WordCounter};
 pub use document::{AttrValue, Chunk, Document, Metadata, Span};
 pub use embedding::{Embedding, ModelFingerprint, ModelId};
 pub use error::{BoxError, Error, InvalidInput, Result, Stage};
 pub use hit::{Hit, SearchResult, SearchStrategy};
 pub use ids::{ChunkId, DocId, GroupId, RoleId, TenantId, UserId};
+pub use retrieval::{Fusion, RetrievalMode, SearchRequest, reciprocal_rank_fusion};
 pub use traits::{
     AccessResolver, AnswerCache, CacheKey, Chunker, Device, DocumentInfo, Embedder, Generator,
     IndexStats, VectorIndex,

@@ -60,6 +60,14 @@ impl Embedder for HashEmbedder {
     fn device(&self) -> Device {
         Device::Cpu
     }
+
+    fn count_tokens(&self, text: &str) -> Result<usize> {
+        Ok(text.split_whitespace().count())
+    }
+
+    fn max_input_tokens(&self) -> usize {
+        usize::MAX
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ use crate::embedding::{Embedding, ModelFingerprint};
 use crate::error::Result;
 use crate::hit::SearchResult;
 use crate::ids::{ChunkId, DocId};
+use crate::retrieval::{RetrievalMode, SearchRequest};
 use crate::write::{DeletePredicate, DocumentUpdate, WriteOp, WriteReport};
 
 /// Where a model runs.
@@ -38,6 +39,12 @@ pub trait Embedder: Send + Sync {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Embedding>>;
     /// The device the model actually runs on.
     fn device(&self) -> Device;
+    /// Tokens `text` costs with the model's tokenizer, without special tokens and
+    /// without truncation: what a chunker budgets with.
+    fn count_tokens(&self, text: &str) -> Result<usize>;
+    /// The most tokens of one input the model reads (special tokens excluded); the
+    /// rest is truncated.
+    fn max_input_tokens(&self) -> usize;
 }
 
 /// Generates text from a chat prompt.
@@ -101,6 +108,17 @@ pub trait VectorIndex: Send + Sync {
     /// The `k` chunks most similar to `query` among those `filter` may see. The filter
     /// is applied inside the search, so `min(k, visible)` hits come back.
     fn search(&self, query: &Embedding, k: usize, filter: &AccessFilter) -> Result<SearchResult>;
+
+    /// A dense, lexical or hybrid search among the chunks `filter` may see. The
+    /// default supports dense requests only; indexes with a lexical leg override it.
+    fn retrieve(&self, request: &SearchRequest<'_>, filter: &AccessFilter) -> Result<SearchResult> {
+        match request.mode {
+            RetrievalMode::Dense => self.search(request.require_embedding()?, request.k, filter),
+            RetrievalMode::Lexical | RetrievalMode::Hybrid => Err(crate::Error::Unsupported {
+                feature: "lexical search",
+            }),
+        }
+    }
 
     /// A stored document's version, ACL and chunks.
     fn document(&self, doc_id: &DocId) -> Result<Option<DocumentInfo>>;

@@ -31,6 +31,9 @@ pub struct IndexConfig {
     /// index), the graph is serialised and reloaded so that it is laid out
     /// contiguously; 0 turns this off.
     pub repack_min: usize,
+    /// Whether the index keeps a BM25 (tantivy) index of the chunks' text for lexical
+    /// and hybrid search.
+    pub lexical: bool,
 }
 
 impl Default for IndexConfig {
@@ -48,6 +51,7 @@ impl Default for IndexConfig {
             compaction_min: 1024,
             filter_cache_entries: 256,
             repack_min: 10_000,
+            lexical: true,
         }
     }
 }
@@ -130,6 +134,8 @@ setters! {
     filter_cache_entries: usize,
     /// Sets [`IndexConfig::repack_min`].
     repack_min: usize,
+    /// Sets [`IndexConfig::lexical`].
+    lexical: bool,
 }
 
 impl IndexConfigBuilder {

@@ -28,6 +28,17 @@ pub enum IndexError {
         /// Its message.
         message: String,
     },
+    /// The lexical (tantivy) index failed.
+    #[error("lexical index {op} failed: {message}")]
+    Lexical {
+        /// The operation.
+        op: &'static str,
+        /// Its message.
+        message: String,
+    },
+    /// The index was built without its lexical leg ([`IndexConfig::lexical`](crate::IndexConfig::lexical)).
+    #[error("lexical search is disabled in this index's configuration")]
+    LexicalDisabled,
     /// A snapshot could not be written or read.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
@@ -117,6 +128,9 @@ impl From<IndexError> for rag_core::Error {
             IndexError::Input(i) => rag_core::Error::InvalidInput(i),
             IndexError::UnknownDocument { doc_id } => rag_core::Error::unknown_document(&doc_id),
             IndexError::Snapshot(s) => rag_core::Error::backend(Stage::Snapshot, s),
+            IndexError::LexicalDisabled => rag_core::Error::Unsupported {
+                feature: "lexical search (disabled in IndexConfig)",
+            },
             other => rag_core::Error::backend(Stage::Index, other),
         }
     }

@@ -100,19 +100,25 @@ impl CompiledFilter {
 
     /// A membership test in O(1), for checks at every node of a graph walk.
     pub fn contains_fn(&self) -> impl Fn(u32) -> bool + '_ {
-        let words = self.dense.get_or_init(|| {
+        move |slot: u32| self.contains(slot)
+    }
+
+    /// Whether `slot` is visible, in O(1).
+    pub fn contains(&self, slot: u32) -> bool {
+        self.words()
+            .get(slot as usize / 64)
+            .is_some_and(|w| w & (1u64 << (slot % 64)) != 0)
+    }
+
+    fn words(&self) -> &[u64] {
+        self.dense.get_or_init(|| {
             let len = self.allowed.max().map_or(0, |m| m as usize / 64 + 1);
             let mut words = vec![0u64; len];
             for s in &self.allowed {
                 words[s as usize / 64] |= 1u64 << (s % 64);
             }
             words
-        });
-        move |slot: u32| {
-            words
-                .get(slot as usize / 64)
-                .is_some_and(|w| w & (1u64 << (slot % 64)) != 0)
-        }
+        })
     }
 }
 

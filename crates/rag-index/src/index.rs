@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use rag_core::{
-    AccessFilter, DocId, DocumentInfo, Embedding, IndexStats, ModelFingerprint, SearchResult,
-    VectorIndex, WriteOp, WriteReport,
+    AccessFilter, DocId, DocumentInfo, Embedding, IndexStats, ModelFingerprint, SearchRequest,
+    SearchResult, VectorIndex, WriteOp, WriteReport,
 };
 
 use crate::config::IndexConfig;
 use crate::error::Result;
 use crate::filter::FilterCache;
 use crate::hnsw::Hnsw;
+use crate::lexical::Lexical;
 use crate::state::{DocEntry, SlotRecord, State};
 use crate::write::{add_parallel, repacked};
 
@@ -46,11 +47,11 @@ impl HnswIndex {
     pub fn new(fingerprint: ModelFingerprint, config: IndexConfig) -> Result<Self> {
         config.validate()?;
         let hnsw = Hnsw::new(fingerprint.dims(), &config, 1024)?;
-        Ok(Self::from_state(
-            fingerprint.clone(),
-            config,
-            State::new(fingerprint.dims(), Arc::new(hnsw)),
-        ))
+        let mut state = State::new(fingerprint.dims(), Arc::new(hnsw));
+        if config.lexical {
+            state.lexical = Some(Arc::new(Lexical::new()?));
+        }
+        Ok(Self::from_state(fingerprint.clone(), config, state))
     }
 
     pub(crate) fn from_state(
@@ -132,6 +133,9 @@ impl HnswIndex {
         if self.config.repack_min > 0 && next.vectors.len() >= self.config.repack_min {
             next.hnsw = Arc::new(repacked(&next.hnsw, dims, &self.config)?);
         }
+        if self.config.lexical {
+            next.lexical = Some(Arc::new(next.index_text()?));
+        }
         let mut state = self.state.write();
         next.generation = state.generation + 1;
         *state = next;
@@ -160,6 +164,14 @@ impl VectorIndex for HnswIndex {
         filter: &AccessFilter,
     ) -> rag_core::Result<SearchResult> {
         Ok(self.search_filtered(query, k, filter)?)
+    }
+
+    fn retrieve(
+        &self,
+        request: &SearchRequest<'_>,
+        filter: &AccessFilter,
+    ) -> rag_core::Result<SearchResult> {
+        Ok(self.search_request(request, filter)?)
     }
 
     fn document(&self, doc_id: &DocId) -> rag_core::Result<Option<DocumentInfo>> {

@@ -10,12 +10,16 @@
 //!   otherwise; either way `min(k, visible)` hits come back.
 //! * Upserts replace a document's chunks atomically; deletes and replacements leave
 //!   tombstones that compaction reclaims.
+//! * A tantivy BM25 index of the chunks' text gives lexical search, and hybrid search
+//!   fuses both legs by reciprocal rank fusion
+//!   ([`VectorIndex::retrieve`](rag_core::VectorIndex::retrieve)); the same compiled
+//!   filter is applied inside the lexical search.
 //! * The index is bound to one embedding model's fingerprint.
 //!
 //! ```
 //! use rag_core::testing::HashEmbedder;
 //! use rag_core::{AccessFilter, Acl, Chunk, ChunkId, DocId, DocumentUpdate, EmbeddedChunk,
-//!     Embedder, Metadata, Principal, Span, VectorIndex};
+//!     Embedder, Metadata, Principal, SearchRequest, Span, VectorIndex};
 //! use rag_index::{HnswIndex, IndexConfig};
 //!
 //! let embedder = HashEmbedder::new(32)?;
@@ -38,6 +42,9 @@
 //! let other = AccessFilter::for_principal(&Principal::new("acme", "bob"));
 //! assert_eq!(index.search(&q, 5, &finance)?.hits.len(), 1);
 //! assert!(index.search(&q, 5, &other)?.hits.is_empty());
+//! let lexical = index.retrieve(&SearchRequest::lexical("budgets", 5), &finance)?;
+//! assert_eq!(lexical.hits.len(), 1); // "budgets" and "budget" share a stem
+//! assert!(index.retrieve(&SearchRequest::lexical("budgets", 5), &other)?.hits.is_empty());
 //! # Ok::<(), rag_core::Error>(())
 //! ```
 #![deny(missing_docs)]
@@ -50,6 +57,7 @@ mod filter;
 mod hnsw;
 mod index;
 mod kernels;
+mod lexical;
 mod search;
 mod snapshot;
 mod state;

@@ -1,11 +1,17 @@
 //! The read path: compile the caller's filter, plan, search, build hits.
 
-use rag_core::{AccessFilter, Embedding, Hit, InvalidInput, SearchResult, SearchStrategy};
+use std::sync::Arc;
 
-use crate::error::Result;
+use rag_core::{
+    AccessFilter, Embedding, Hit, InvalidInput, RetrievalMode, SearchRequest, SearchResult,
+    SearchStrategy, reciprocal_rank_fusion,
+};
+
+use crate::error::{IndexError, Result};
 use crate::filter::CompiledFilter;
 use crate::index::HnswIndex;
 use crate::kernels::{Scored, TopK, dot};
+use crate::lexical::Lexical;
 use crate::state::State;
 
 /// Which strategy a search may use.
@@ -42,18 +48,98 @@ impl HnswIndex {
     ) -> Result<SearchResult> {
         let q = self.check_query(query, k)?;
         let state = self.state.read();
-        let compiled = self
-            .filters
-            .get_or_compile(filter, state.generation, || state.postings.compile(filter));
+        let compiled = self.compile(&state, filter);
         let visible = compiled.allowed.len() as usize;
         if visible == 0 {
-            return Ok(SearchResult {
-                hits: Vec::new(),
-                strategy: SearchStrategy::Empty,
-                exhaustive: true,
-                visible,
-            });
+            return Ok(empty());
         }
+        let (scored, strategy, exhaustive) = self.dense(&state, &compiled, &q, k, mode)?;
+        Ok(SearchResult {
+            hits: hits(&state, scored),
+            strategy,
+            exhaustive,
+            visible,
+        })
+    }
+
+    /// A dense, lexical or hybrid search. Both legs of a hybrid search read the same
+    /// version of the index, and each applies the filter inside its own search.
+    pub fn search_request(
+        &self,
+        request: &SearchRequest<'_>,
+        filter: &AccessFilter,
+    ) -> Result<SearchResult> {
+        let k = request.k;
+        match request.mode {
+            RetrievalMode::Dense => {
+                self.search_with(request.require_embedding()?, k, filter, SearchMode::Auto)
+            }
+            RetrievalMode::Lexical => {
+                let text = self.check_text(request.require_text()?, k)?;
+                let state = self.state.read();
+                let lexical = state.lexical.clone().ok_or(IndexError::LexicalDisabled)?;
+                let compiled = self.compile(&state, filter);
+                let visible = compiled.allowed.len() as usize;
+                if visible == 0 {
+                    return Ok(empty());
+                }
+                let scored = lexical_leg(&state, &lexical, &compiled, text, k)?;
+                Ok(SearchResult {
+                    hits: hits(&state, scored),
+                    strategy: SearchStrategy::Lexical,
+                    exhaustive: true,
+                    visible,
+                })
+            }
+            RetrievalMode::Hybrid => {
+                request.fusion.validate()?;
+                let q = self.check_query(request.require_embedding()?, k)?;
+                let text = self.check_text(request.require_text()?, k)?;
+                let n = request.fusion.candidates.max(k).min(self.config.max_k);
+                let state = self.state.read();
+                let lexical = state.lexical.clone().ok_or(IndexError::LexicalDisabled)?;
+                let compiled = self.compile(&state, filter);
+                let visible = compiled.allowed.len() as usize;
+                if visible == 0 {
+                    return Ok(empty());
+                }
+                let (dense, _, exhaustive) =
+                    self.dense(&state, &compiled, &q, n, SearchMode::Auto)?;
+                let dense = hits(&state, dense);
+                let lexical = hits(&state, lexical_leg(&state, &lexical, &compiled, text, n)?);
+                let fusion = request.fusion;
+                Ok(SearchResult {
+                    hits: reciprocal_rank_fusion(
+                        &[
+                            (&dense, fusion.dense_weight),
+                            (&lexical, fusion.lexical_weight),
+                        ],
+                        fusion.rrf_k,
+                        k,
+                    ),
+                    strategy: SearchStrategy::Hybrid,
+                    exhaustive,
+                    visible,
+                })
+            }
+        }
+    }
+
+    fn compile(&self, state: &State, filter: &AccessFilter) -> Arc<CompiledFilter> {
+        self.filters
+            .get_or_compile(filter, state.generation, || state.postings.compile(filter))
+    }
+
+    /// The dense leg: plan, then scan or walk.
+    fn dense(
+        &self,
+        state: &State,
+        compiled: &CompiledFilter,
+        q: &[f32],
+        k: usize,
+        mode: SearchMode,
+    ) -> Result<(Vec<Scored>, SearchStrategy, bool)> {
+        let visible = compiled.allowed.len() as usize;
         let live = state.live.len() as usize;
         let exact_limit = self
             .config
@@ -65,47 +151,47 @@ impl HnswIndex {
             SearchMode::Auto => visible <= exact_limit,
         };
         let want = k.min(visible);
-        let (scored, strategy, exhaustive) = if use_exact {
-            (
-                exact(&state, &compiled, &q, k),
+        if use_exact {
+            return Ok((
+                exact(state, compiled, q, k),
                 SearchStrategy::ExactScan,
                 true,
-            )
+            ));
+        }
+        let expansion = self.expansion_for(visible as f64 / live.max(1) as f64, k);
+        let found = graph(state, compiled, q, k, expansion, visible == live)?;
+        if found.len() >= want {
+            Ok((found, SearchStrategy::FilteredHnsw { expansion }, false))
         } else {
-            let expansion = self.expansion_for(visible as f64 / live.max(1) as f64, k);
-            let found = graph(&state, &compiled, &q, k, expansion, visible == live)?;
-            if found.len() >= want {
-                (found, SearchStrategy::FilteredHnsw { expansion }, false)
-            } else {
-                tracing::debug!(found = found.len(), want, "graph walk fell short; scanning");
-                (
-                    exact(&state, &compiled, &q, k),
-                    SearchStrategy::ExactScan,
-                    true,
-                )
+            tracing::debug!(found = found.len(), want, "graph walk fell short; scanning");
+            Ok((
+                exact(state, compiled, q, k),
+                SearchStrategy::ExactScan,
+                true,
+            ))
+        }
+    }
+
+    fn check_text<'t>(&self, text: &'t str, k: usize) -> Result<&'t str> {
+        if text.trim().is_empty() {
+            return Err(InvalidInput::EmptyText { what: "query text" }.into());
+        }
+        if text.len() > self.config.max_chunk_bytes {
+            return Err(InvalidInput::TooLarge {
+                what: "query text",
+                actual: text.len(),
+                max: self.config.max_chunk_bytes,
             }
-        };
-        let hits = scored
-            .into_iter()
-            .filter_map(|s| {
-                let rec = state.records.get(s.slot as usize)?.as_ref()?;
-                Some(Hit {
-                    chunk_id: rec.chunk_id,
-                    doc_id: rec.doc.id.clone(),
-                    doc_version: rec.doc.version,
-                    ordinal: rec.ordinal,
-                    span: rec.span,
-                    text: rec.text.clone(),
-                    score: s.score,
-                })
-            })
-            .collect();
-        Ok(SearchResult {
-            hits,
-            strategy,
-            exhaustive,
-            visible,
-        })
+            .into());
+        }
+        if k == 0 || k > self.config.max_k {
+            return Err(InvalidInput::InvalidK {
+                k,
+                max: self.config.max_k,
+            }
+            .into());
+        }
+        Ok(text)
     }
 
     fn check_query(&self, query: &Embedding, k: usize) -> Result<Vec<f32>> {
@@ -142,6 +228,56 @@ impl HnswIndex {
         let widen = (0.1 / selectivity.clamp(1e-6, 1.0)).sqrt().clamp(1.0, 8.0);
         (base * widen).ceil() as usize
     }
+}
+
+fn empty() -> SearchResult {
+    SearchResult {
+        hits: Vec::new(),
+        strategy: SearchStrategy::Empty,
+        exhaustive: true,
+        visible: 0,
+    }
+}
+
+/// Hits for scored slots, skipping any slot without a record.
+fn hits(state: &State, scored: Vec<Scored>) -> Vec<Hit> {
+    scored
+        .into_iter()
+        .filter_map(|s| {
+            let rec = state.records.get(s.slot as usize)?.as_ref()?;
+            Some(Hit {
+                chunk_id: rec.chunk_id,
+                doc_id: rec.doc.id.clone(),
+                doc_version: rec.doc.version,
+                ordinal: rec.ordinal,
+                span: rec.span,
+                text: rec.text.clone(),
+                score: s.score,
+            })
+        })
+        .collect()
+}
+
+/// The lexical leg, as scored slots in BM25 order.
+fn lexical_leg(
+    state: &State,
+    lexical: &Lexical,
+    compiled: &Arc<CompiledFilter>,
+    text: &str,
+    k: usize,
+) -> Result<Vec<Scored>> {
+    Ok(lexical
+        .search(text, k, compiled)?
+        .into_iter()
+        .filter_map(|(slot, score)| {
+            let rec = state.records.get(slot as usize)?.as_ref()?;
+            Some(Scored {
+                score,
+                tie: rec.chunk_id.0,
+                slot,
+            })
+        })
+        .collect())
 }
 
 fn exact(state: &State, compiled: &CompiledFilter, q: &[f32], k: usize) -> Vec<Scored> {

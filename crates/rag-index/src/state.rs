@@ -7,8 +7,10 @@ use std::sync::Arc;
 use rag_core::{Acl, ChunkId, DocId, Metadata, Span};
 use roaring::RoaringBitmap;
 
+use crate::error::Result;
 use crate::filter::Postings;
 use crate::hnsw::Hnsw;
+use crate::lexical::Lexical;
 use crate::vectors::VectorStore;
 
 /// What every chunk of a document shares.
@@ -69,6 +71,8 @@ pub struct State {
     pub hnsw: Arc<Hnsw>,
     /// Removed slots still present in the graph.
     pub tombstones: usize,
+    /// The BM25 index of the chunks' text, when the lexical leg is on.
+    pub lexical: Option<Arc<Lexical>>,
 }
 
 impl State {
@@ -84,7 +88,21 @@ impl State {
             vectors: VectorStore::new(dims),
             hnsw,
             tombstones: 0,
+            lexical: None,
         }
+    }
+
+    /// A new lexical index of every published chunk (after compaction or restore).
+    pub fn index_text(&self) -> Result<Lexical> {
+        let lexical = Lexical::new()?;
+        let items: Vec<(u32, &str)> = self
+            .live
+            .iter()
+            .filter_map(|s| Some((s, &*self.records.get(s as usize)?.as_ref()?.text)))
+            .collect();
+        lexical.apply(&items, &[])?;
+        lexical.refresh()?;
+        Ok(lexical)
     }
 
     /// Removes a document from everything searches read; returns its slots.

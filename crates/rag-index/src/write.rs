@@ -95,7 +95,7 @@ impl HnswIndex {
     pub fn upsert_documents(&self, updates: Vec<DocumentUpdate>) -> Result<WriteReport> {
         let prepared = self.validate(updates)?;
         let _writer = self.writer.lock();
-        let hnsw = {
+        let (hnsw, lexical) = {
             let state = self.state.read();
             let batch: HashSet<&DocId> = prepared.iter().map(|p| &p.update.doc_id).collect();
             for p in &prepared {
@@ -115,7 +115,7 @@ impl HnswIndex {
                     }
                 }
             }
-            state.hnsw.clone()
+            (state.hnsw.clone(), state.lexical.clone())
         };
         let total: usize = prepared.iter().map(|p| p.vectors.len()).sum();
         let first_slot = self.next_slot();
@@ -139,12 +139,27 @@ impl HnswIndex {
             .enumerate()
             .map(|(i, v)| (first_slot + i as u32, v.as_slice()))
             .collect();
-        if let Err(e) = add_parallel(&hnsw, &flat) {
+        let texts: Vec<(u32, &str)> = if lexical.is_some() {
+            prepared
+                .iter()
+                .flat_map(|p| p.update.chunks.iter())
+                .enumerate()
+                .map(|(i, c)| (first_slot + i as u32, c.chunk.text.as_str()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let inserted = add_parallel(&hnsw, &flat).and_then(|()| match &lexical {
+            Some(lex) => lex.apply(&texts, &[]),
+            None => Ok(()),
+        });
+        if let Err(e) = inserted {
             for (slot, _) in &flat {
                 let _ = hnsw.remove(*slot);
             }
             return Err(e);
         }
+        drop(texts);
 
         let mut report = WriteReport::default();
         let mut retired = Vec::new();
@@ -193,7 +208,7 @@ impl HnswIndex {
             state.generation += 1;
             report.generation = state.generation;
         }
-        self.retire(&hnsw, &retired)?;
+        self.retire(&hnsw, lexical.as_deref(), &retired)?;
         let live = self.state.read().live.len() as usize;
         if self.config.repack_min > 0 && total >= self.config.repack_min && total * 4 >= live {
             self.repack_locked()?;
@@ -242,7 +257,7 @@ impl HnswIndex {
     fn delete_locked(&self, doc_ids: &[DocId]) -> Result<WriteReport> {
         let mut report = WriteReport::default();
         let mut retired = Vec::new();
-        let hnsw = {
+        let (hnsw, lexical) = {
             let mut state = self.state.write();
             for id in doc_ids {
                 if let Some(old) = state.unpublish(id) {
@@ -253,16 +268,25 @@ impl HnswIndex {
             }
             state.generation += 1;
             report.generation = state.generation;
-            state.hnsw.clone()
+            (state.hnsw.clone(), state.lexical.clone())
         };
-        self.retire(&hnsw, &retired)?;
+        self.retire(&hnsw, lexical.as_deref(), &retired)?;
         Ok(report)
     }
 
-    /// Takes unpublished slots out of the graph and compacts when enough piled up.
-    fn retire(&self, hnsw: &crate::hnsw::Hnsw, slots: &[u32]) -> Result<()> {
+    /// Takes unpublished slots out of the graph and the lexical index, and compacts
+    /// when enough piled up.
+    fn retire(
+        &self,
+        hnsw: &crate::hnsw::Hnsw,
+        lexical: Option<&crate::lexical::Lexical>,
+        slots: &[u32],
+    ) -> Result<()> {
         for &s in slots {
             hnsw.remove(s)?;
+        }
+        if let Some(lex) = lexical {
+            lex.apply(&[], slots)?;
         }
         let (tombstones, live) = {
             let mut state = self.state.write();

@@ -88,6 +88,10 @@ struct Interface {
 #[derive(Debug)]
 pub struct OnnxEmbedder {
     tokenizer: Tokenizer,
+    /// The same tokenizer without truncation, for counting.
+    counter: Tokenizer,
+    /// Special tokens the tokenizer adds around an input.
+    specials: usize,
     pool: SessionPool,
     interface: Interface,
     config: EmbedderConfig,
@@ -156,6 +160,14 @@ impl OnnxEmbedder {
         // The shipped tokenizer.json pads and truncates to a fixed 128; batches are
         // padded to their longest text here instead, and texts cut at max_tokens.
         tokenizer.with_padding(None);
+        let mut counter = tokenizer.clone();
+        counter
+            .with_truncation(None)
+            .map_err(InferError::tokenizer)?;
+        let specials = tokenizer
+            .encode("", true)
+            .map_err(InferError::tokenizer)?
+            .len();
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: config.max_tokens,
@@ -181,6 +193,8 @@ impl OnnxEmbedder {
         });
         let mut embedder = Self {
             tokenizer,
+            counter,
+            specials,
             pool,
             interface,
             config,
@@ -373,6 +387,18 @@ impl Embedder for OnnxEmbedder {
 
     fn device(&self) -> Device {
         self.config.session.device
+    }
+
+    fn count_tokens(&self, text: &str) -> rag_core::Result<usize> {
+        Ok(self
+            .counter
+            .encode(text, false)
+            .map_err(InferError::tokenizer)?
+            .len())
+    }
+
+    fn max_input_tokens(&self) -> usize {
+        self.config.max_tokens.saturating_sub(self.specials)
     }
 }
 

@@ -221,7 +221,12 @@ impl HnswIndex {
             )
             .into());
         }
-        let state = rebuild_state(&m, hnsw, documents, chunks, &vectors)?;
+        let mut state = rebuild_state(&m, hnsw, documents, chunks, &vectors)?;
+        if config.lexical {
+            // The lexical index is not part of the snapshot: it is rebuilt from the
+            // chunks table, whose text is the only input it has.
+            state.lexical = Some(Arc::new(state.index_text()?));
+        }
         Ok(HnswIndex::from_state(fingerprint, config, state))
     }
 }

@@ -1,7 +1,8 @@
 //! Bad input gets a typed error, and nothing accepted before is lost.
 
 use rag_core::{
-    AccessFilter, Acl, ChunkId, DocId, Embedding, InvalidInput, ModelId, Principal, VectorIndex,
+    AccessFilter, Acl, ChunkId, DocId, Embedding, Fusion, InvalidInput, ModelId, Principal,
+    SearchRequest, VectorIndex,
 };
 use rag_index::{HnswIndex, IndexConfig, IndexError};
 
@@ -208,4 +209,71 @@ fn documents_without_acl_are_stored_but_visible_to_nobody() {
             .unwrap();
         assert!(r.hits.iter().all(|h| h.doc_id.as_str() != "secret"));
     }
+}
+
+#[test]
+fn lexical_requests_without_text_or_with_lexical_off() {
+    let index = seeded();
+    let q = emb(&[1.0; DIMS]);
+    let bare = SearchRequest {
+        text: None,
+        ..SearchRequest::lexical("x", 5)
+    };
+    assert!(matches!(
+        input_err(index.search_request(&bare, &eng())),
+        InvalidInput::Malformed { .. }
+    ));
+    let hybrid_without_vector = SearchRequest {
+        embedding: None,
+        ..SearchRequest::hybrid(&q, "w1", 5)
+    };
+    assert!(matches!(
+        input_err(index.search_request(&hybrid_without_vector, &eng())),
+        InvalidInput::Malformed { .. }
+    ));
+    for blank in ["", "  \n\t"] {
+        assert!(matches!(
+            input_err(index.search_request(&SearchRequest::lexical(blank, 5), &eng())),
+            InvalidInput::EmptyText { .. }
+        ));
+    }
+    let huge = "w1 ".repeat(1 << 20);
+    assert!(matches!(
+        input_err(index.search_request(&SearchRequest::lexical(&huge, 5), &eng())),
+        InvalidInput::TooLarge { .. }
+    ));
+    assert!(matches!(
+        input_err(index.search_request(&SearchRequest::lexical("w1", 0), &eng())),
+        InvalidInput::InvalidK { .. }
+    ));
+    let bad_fusion = SearchRequest::hybrid(&q, "w1", 5).with_fusion(Fusion {
+        rrf_k: -1.0,
+        ..Fusion::default()
+    });
+    assert!(matches!(
+        input_err(index.search_request(&bad_fusion, &eng())),
+        InvalidInput::Malformed { .. }
+    ));
+    // Only stop words: nothing to match, not an error.
+    let r = index
+        .search_request(&SearchRequest::lexical("the of and", 5), &eng())
+        .unwrap();
+    assert!(r.hits.is_empty());
+    assert_intact(&index);
+
+    let off = HnswIndex::new(
+        fingerprint(),
+        IndexConfig::builder().lexical(false).build().unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        off.search_request(&SearchRequest::lexical("w1", 5), &eng()),
+        Err(IndexError::LexicalDisabled)
+    ));
+    assert!(matches!(
+        VectorIndex::retrieve(&off, &SearchRequest::lexical("w1", 5), &eng()),
+        Err(rag_core::Error::Unsupported { .. })
+    ));
+    // Dense search still works without the lexical leg.
+    assert!(off.retrieve(&SearchRequest::dense(&q, 5), &eng()).is_ok());
 }

@@ -41,7 +41,7 @@ pub fn doc(id: &str, version: u64, acl: Option<Acl>, vectors: &[Vec<f32>]) -> Do
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                let text = format!("{id} v{version} chunk {i}");
+                let text = format!("{id} v{version} chunk {i} {}", words(v).join(" "));
                 EmbeddedChunk {
                     chunk: Chunk {
                         id: ChunkId::derive(&doc_id, i as u32),
@@ -54,6 +54,16 @@ pub fn doc(id: &str, version: u64, acl: Option<Acl>, vectors: &[Vec<f32>]) -> Do
             })
             .collect(),
     }
+}
+
+/// The words a chunk with vector `v` holds: `w{j}` for each positive component, so
+/// lexical queries have a known set of matches.
+pub fn words(v: &[f32]) -> Vec<String> {
+    v.iter()
+        .enumerate()
+        .filter(|(_, x)| **x > 0.0)
+        .map(|(j, _)| format!("w{j}"))
+        .collect()
 }
 
 pub fn pair() -> (HnswIndex, FlatIndex) {

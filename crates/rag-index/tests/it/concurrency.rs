@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use rag_core::{AccessFilter, Acl, DocId, Principal, VectorIndex};
+use rag_core::{AccessFilter, Acl, DocId, Principal, SearchRequest, VectorIndex};
 use rag_index::{HnswIndex, IndexConfig, SearchMode};
 
 use crate::common::*;
@@ -49,16 +49,19 @@ fn readers_never_see_a_mix_or_nothing() {
     let checks = AtomicUsize::new(0);
     std::thread::scope(|s| {
         // More readers than usearch thread slots: extra callers must wait, not fail.
-        for r in 0..6 {
+        for r in 0..8 {
             let (index, filter, q, done, checks) = (&index, &filter, &q, &done, &checks);
             s.spawn(move || {
-                let mode = if r % 2 == 0 {
-                    SearchMode::Exact
-                } else {
-                    SearchMode::Auto
-                };
                 while !done.load(Ordering::Acquire) {
-                    let res = index.search_with(q, 50, filter, mode).unwrap();
+                    // Dense (two strategies), lexical and hybrid readers; the word
+                    // "hot" is in the hot document's chunks only.
+                    let res = match r % 4 {
+                        0 => index.search_with(q, 50, filter, SearchMode::Exact),
+                        1 => index.search_with(q, 50, filter, SearchMode::Auto),
+                        2 => index.search_request(&SearchRequest::lexical("hot", 50), filter),
+                        _ => index.search_request(&SearchRequest::hybrid(q, "hot", 50), filter),
+                    }
+                    .unwrap();
                     let hot: Vec<_> = res
                         .hits
                         .iter()

@@ -2,7 +2,10 @@
 //! principals and queries.
 
 use proptest::prelude::*;
-use rag_core::{AccessFilter, Acl, DeletePredicate, DocId, Principal, VectorIndex};
+use rag_core::{
+    AccessFilter, Acl, DeletePredicate, DocId, Principal, SearchRequest, SearchStrategy,
+    VectorIndex,
+};
 use rag_index::SearchMode;
 
 use crate::common::*;
@@ -131,6 +134,38 @@ proptest! {
                 prop_assert_eq!(r.hits.len(), want.hits.len());
                 prop_assert_eq!(r.visible, want.visible);
             }
+
+            // Lexical: exactly the visible chunks holding a query word are candidates.
+            let words = words(q.values());
+            if words.is_empty() {
+                continue;
+            }
+            let text = words.join(" ");
+            let everything = oracle.search(&q, 1000, &filter).unwrap();
+            let matching = everything
+                .hits
+                .iter()
+                .filter(|h| h.text.split(' ').any(|t| words.iter().any(|w| w == t)))
+                .count();
+            let lex = index.retrieve(&SearchRequest::lexical(&text, k), &filter).unwrap();
+            assert_all_visible(&lex, &filter, &oracle);
+            prop_assert_eq!(lex.hits.len(), k.min(matching));
+            prop_assert_eq!(lex.visible, want.visible);
+            for h in &lex.hits {
+                prop_assert!(h.text.split(' ').any(|t| words.iter().any(|w| w == t)));
+            }
+            if !lex.hits.is_empty() {
+                prop_assert_eq!(lex.strategy, SearchStrategy::Lexical);
+            }
+            // Hybrid: each leg sees at most 72 chunks here, under its 100 candidates,
+            // so the fused list holds every visible chunk.
+            let hy = index.retrieve(&SearchRequest::hybrid(&q, &text, k), &filter).unwrap();
+            assert_all_visible(&hy, &filter, &oracle);
+            prop_assert_eq!(hy.hits.len(), k.min(want.visible));
+            let mut ids: Vec<_> = hy.hits.iter().map(|h| h.chunk_id).collect();
+            ids.sort();
+            ids.dedup();
+            prop_assert_eq!(ids.len(), hy.hits.len());
         }
     }
 }
