@@ -56,19 +56,24 @@ fn lines(path: &Path) -> Result<impl Iterator<Item = (usize, std::io::Result<Str
     Ok(BufReader::new(file).lines().enumerate())
 }
 
-/// Reads the collection in `dir` with the judgments of `split` (e.g. `test`).
-pub fn load(dir: &Path, split: &str) -> Result<Collection> {
-    let mut corpus = Vec::new();
-    let path = dir.join("corpus.jsonl");
-    for (n, line) in lines(&path)? {
+/// One JSON value per non-blank line.
+fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for (n, line) in lines(path)? {
         let line = line.with_context(|| format!("{}:{}", path.display(), n + 1))?;
         if line.trim().is_empty() {
             continue;
         }
-        let doc: CorpusDoc =
-            serde_json::from_str(&line).with_context(|| format!("{}:{}", path.display(), n + 1))?;
-        corpus.push(doc);
+        out.push(
+            serde_json::from_str(&line).with_context(|| format!("{}:{}", path.display(), n + 1))?,
+        );
     }
+    Ok(out)
+}
+
+/// Reads the collection in `dir` with the judgments of `split` (e.g. `test`).
+pub fn load(dir: &Path, split: &str) -> Result<Collection> {
+    let corpus: Vec<CorpusDoc> = read_jsonl(&dir.join("corpus.jsonl"))?;
     let path = dir.join("qrels").join(format!("{split}.tsv"));
     let mut qrels = Qrels::new();
     for (n, line) in lines(&path)? {
@@ -96,17 +101,10 @@ pub fn load(dir: &Path, split: &str) -> Result<Collection> {
             .or_default()
             .insert(d.to_owned(), grade.max(0) as u32);
     }
-    let mut texts = HashMap::new();
-    let path = dir.join("queries.jsonl");
-    for (n, line) in lines(&path)? {
-        let line = line.with_context(|| format!("{}:{}", path.display(), n + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let q: QueryLine =
-            serde_json::from_str(&line).with_context(|| format!("{}:{}", path.display(), n + 1))?;
-        texts.insert(q.id, q.text);
-    }
+    let texts: HashMap<String, String> = read_jsonl::<QueryLine>(&dir.join("queries.jsonl"))?
+        .into_iter()
+        .map(|q| (q.id, q.text))
+        .collect();
     let mut queries = Vec::new();
     for id in qrels.keys() {
         let text = texts

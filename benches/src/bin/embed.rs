@@ -44,7 +44,7 @@ fn texts(e: &OnnxEmbedder, tokens: usize, count: usize) -> Result<Vec<String>> {
         out.push(words.join(" "));
     }
     let refs: Vec<&str> = out.iter().map(String::as_str).collect();
-    let counts = e.count_tokens(&refs)?;
+    let counts = e.input_lengths(&refs)?;
     if counts.iter().any(|&c| c != tokens) {
         bail!(
             "generated texts do not have {tokens} tokens: {:?}",

@@ -74,55 +74,59 @@ impl HnswIndex {
             RetrievalMode::Dense => {
                 self.search_with(request.require_embedding()?, k, filter, SearchMode::Auto)
             }
-            RetrievalMode::Lexical => {
-                let text = self.check_text(request.require_text()?, k)?;
-                let state = self.state.read();
-                let lexical = state.lexical.clone().ok_or(IndexError::LexicalDisabled)?;
-                let compiled = self.compile(&state, filter);
-                let visible = compiled.allowed.len() as usize;
-                if visible == 0 {
-                    return Ok(empty());
-                }
-                let scored = lexical_leg(&state, &lexical, &compiled, text, k)?;
-                Ok(SearchResult {
-                    hits: hits(&state, scored),
-                    strategy: SearchStrategy::Lexical,
-                    exhaustive: true,
-                    visible,
-                })
-            }
+            RetrievalMode::Lexical | RetrievalMode::Hybrid => self.search_text(request, filter),
+        }
+    }
+
+    /// Lexical and hybrid search.
+    fn search_text(
+        &self,
+        request: &SearchRequest<'_>,
+        filter: &AccessFilter,
+    ) -> Result<SearchResult> {
+        let k = request.k;
+        let q = match request.mode {
             RetrievalMode::Hybrid => {
                 request.fusion.validate()?;
-                let q = self.check_query(request.require_embedding()?, k)?;
-                let text = self.check_text(request.require_text()?, k)?;
-                let n = request.fusion.candidates.max(k).min(self.config.max_k);
-                let state = self.state.read();
-                let lexical = state.lexical.clone().ok_or(IndexError::LexicalDisabled)?;
-                let compiled = self.compile(&state, filter);
-                let visible = compiled.allowed.len() as usize;
-                if visible == 0 {
-                    return Ok(empty());
-                }
-                let (dense, _, exhaustive) =
-                    self.dense(&state, &compiled, &q, n, SearchMode::Auto)?;
-                let dense = hits(&state, dense);
-                let lexical = hits(&state, lexical_leg(&state, &lexical, &compiled, text, n)?);
-                let fusion = request.fusion;
-                Ok(SearchResult {
-                    hits: reciprocal_rank_fusion(
-                        &[
-                            (&dense, fusion.dense_weight),
-                            (&lexical, fusion.lexical_weight),
-                        ],
-                        fusion.rrf_k,
-                        k,
-                    ),
-                    strategy: SearchStrategy::Hybrid,
-                    exhaustive,
-                    visible,
-                })
+                Some(self.check_query(request.require_embedding()?, k)?)
             }
+            _ => None,
+        };
+        let text = self.check_text(request.require_text()?, k)?;
+        let state = self.state.read();
+        let lexical = state.lexical.clone().ok_or(IndexError::LexicalDisabled)?;
+        let compiled = self.compile(&state, filter);
+        let visible = compiled.allowed.len() as usize;
+        if visible == 0 {
+            return Ok(empty());
         }
+        let Some(q) = q else {
+            let scored = lexical_leg(&state, &lexical, &compiled, text, k)?;
+            return Ok(SearchResult {
+                hits: hits(&state, scored),
+                strategy: SearchStrategy::Lexical,
+                exhaustive: true,
+                visible,
+            });
+        };
+        let n = request.fusion.candidates.max(k).min(self.config.max_k);
+        let (dense, _, exhaustive) = self.dense(&state, &compiled, &q, n, SearchMode::Auto)?;
+        let dense = hits(&state, dense);
+        let lexical = hits(&state, lexical_leg(&state, &lexical, &compiled, text, n)?);
+        let fusion = request.fusion;
+        Ok(SearchResult {
+            hits: reciprocal_rank_fusion(
+                &[
+                    (&dense, fusion.dense_weight),
+                    (&lexical, fusion.lexical_weight),
+                ],
+                fusion.rrf_k,
+                k,
+            ),
+            strategy: SearchStrategy::Hybrid,
+            exhaustive,
+            visible,
+        })
     }
 
     fn compile(&self, state: &State, filter: &AccessFilter) -> Arc<CompiledFilter> {

@@ -213,8 +213,9 @@ impl OnnxEmbedder {
         &self.config
     }
 
-    /// Token counts of `texts` after truncation (what a batch would cost).
-    pub fn count_tokens(&self, texts: &[&str]) -> Result<Vec<usize>> {
+    /// Token counts of `texts` as the model reads them: special tokens included,
+    /// after truncation (what a batch would cost).
+    pub fn input_lengths(&self, texts: &[&str]) -> Result<Vec<usize>> {
         let enc = self.encode(texts)?;
         Ok(enc.iter().map(|e| e.len()).collect())
     }

@@ -50,7 +50,7 @@ fn matches_python_onnxruntime_on_100_sentences() {
     assert_eq!(sentences.len(), 100);
     let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
     let ours = e.embed_raw(&texts).unwrap();
-    let tokens = e.count_tokens(&texts).unwrap();
+    let tokens = e.input_lengths(&texts).unwrap();
     let mut worst = (1.0f32, 0usize);
     for (i, (r, v)) in reference.iter().zip(&ours).enumerate() {
         let want: Vec<f32> = r["embedding"]
@@ -146,7 +146,7 @@ fn huge_input_is_truncated_with_bounded_work() {
     let t = std::time::Instant::now();
     let v = e.embed_raw(&[&huge]).unwrap();
     assert_eq!(v[0].len(), 384);
-    assert_eq!(e.count_tokens(&[&huge]).unwrap()[0], 256);
+    assert_eq!(e.input_lengths(&[&huge]).unwrap()[0], 256);
     assert!(t.elapsed().as_secs() < 30);
 }
 
@@ -226,5 +226,37 @@ fn cuda_registration_never_falls_back_to_cpu() {
             assert!(!has_gpu, "CUDA failed on a GPU machine: {err}");
             eprintln!("CUDA refused as expected without a GPU: {err}");
         }
+    }
+}
+
+#[test]
+fn counts_tokens_without_truncation_and_chunks_to_the_model_budget() {
+    let Some(e) = embedder() else { return };
+    // [CLS] and [SEP] are the model's; the budget is what is left of 256.
+    assert_eq!(e.max_input_tokens(), 254);
+    assert_eq!(e.count_tokens("hello world").unwrap(), 2);
+    assert_eq!(e.count_tokens("").unwrap(), 0);
+    // Far past the 256-token truncation: counted whole.
+    let long = "retrieval ".repeat(1000);
+    assert_eq!(e.count_tokens(&long).unwrap(), 1000);
+    // A chunker budgeted with the model's own tokenizer never makes an input the
+    // model would truncate, and its spans are exact.
+    let text = "Sentences about graphs and indexes. ".repeat(300) + &"Ωmega".repeat(400);
+    let chunker =
+        rag_core::RecursiveChunker::new(200, 20, std::sync::Arc::new(CountWith(e))).unwrap();
+    let spans = chunker.split(&text).unwrap();
+    assert!(spans.len() > 10);
+    for r in spans {
+        let piece = &text[r];
+        let n = e.count_tokens(piece).unwrap();
+        assert!((1..=200).contains(&n), "{n} tokens");
+    }
+}
+
+struct CountWith(&'static OnnxEmbedder);
+
+impl rag_core::TokenCounter for CountWith {
+    fn count(&self, text: &str) -> rag_core::Result<usize> {
+        self.0.count_tokens(text)
     }
 }
