@@ -66,6 +66,9 @@ impl std::fmt::Debug for RecursiveChunker {
     }
 }
 
+/// Ranges longer than this many bytes per budget token are split before counting.
+const COUNT_LIMIT_BYTES_PER_TOKEN: usize = 64;
+
 /// Characters per piece when a single word is over the budget (a WordPiece token
 /// covers at least one character, so this many characters fit any budget ≥ this).
 const MIN_CUT_CHARS: usize = 16;
@@ -114,7 +117,13 @@ impl RecursiveChunker {
         level: usize,
         out: &mut Vec<(Range<usize>, usize)>,
     ) -> Result<()> {
-        let tokens = self.counter.count(&text[range.clone()])?;
+        // A range far over any budget is split without being counted, so a huge
+        // document is never tokenized whole (bounded memory).
+        let tokens = if range.len() > self.max_tokens.saturating_mul(COUNT_LIMIT_BYTES_PER_TOKEN) {
+            usize::MAX
+        } else {
+            self.counter.count(&text[range.clone()])?
+        };
         if tokens <= self.max_tokens {
             if !text[range.clone()].trim().is_empty() {
                 out.push((range, tokens));
@@ -206,6 +215,10 @@ impl RecursiveChunker {
 }
 
 impl Chunker for RecursiveChunker {
+    fn max_tokens(&self) -> Option<usize> {
+        Some(self.max_tokens)
+    }
+
     fn chunk(&self, doc: &Document) -> Result<Vec<Chunk>> {
         Ok(self
             .split(&doc.text)?
@@ -330,6 +343,26 @@ mod tests {
         let spans = c.split(&text).unwrap();
         assert_eq!(spans.len(), 10);
         assert!(spans.iter().all(|r| text[r.clone()].chars().count() == 10));
+    }
+
+    #[test]
+    fn a_huge_document_is_never_counted_whole() {
+        struct Bounded(usize);
+        impl TokenCounter for Bounded {
+            fn count(&self, text: &str) -> Result<usize> {
+                assert!(text.len() <= self.0, "counted {} bytes at once", text.len());
+                Ok(text.split_whitespace().count())
+            }
+        }
+        let text = "word and more words. ".repeat(200_000); // 4.2 MB
+        let c = RecursiveChunker::new(100, 10, Arc::new(Bounded(100 * 64))).unwrap();
+        let spans = c.split(&text).unwrap();
+        assert!(spans.len() > 7_000);
+        assert!(
+            spans
+                .iter()
+                .all(|r| text[r.clone()].split_whitespace().count() <= 100)
+        );
     }
 
     #[test]

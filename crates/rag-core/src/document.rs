@@ -74,6 +74,30 @@ pub struct Document {
 }
 
 impl Document {
+    /// A document from raw bytes, which must be UTF-8: invalid UTF-8 is an error
+    /// naming the first bad byte, never a lossy conversion.
+    pub fn from_bytes(
+        id: DocId,
+        version: u64,
+        bytes: Vec<u8>,
+        acl: Option<Acl>,
+    ) -> Result<Self, crate::error::InvalidInput> {
+        let text = String::from_utf8(bytes).map_err(|e| crate::error::InvalidInput::Malformed {
+            what: "document text",
+            detail: format!(
+                "{id}: invalid UTF-8 at byte {}",
+                e.utf8_error().valid_up_to()
+            ),
+        })?;
+        Ok(Self {
+            id,
+            version,
+            text,
+            metadata: Metadata::default(),
+            acl,
+        })
+    }
+
     /// The document's tenant, if it has an ACL.
     pub fn tenant(&self) -> Option<&TenantId> {
         self.acl.as_ref().map(|a| &a.tenant)

@@ -30,6 +30,7 @@ mod embedding;
 mod error;
 mod hit;
 mod ids;
+pub mod pipeline;
 mod retrieval;
 #[cfg(feature = "testing")]
 pub mod testing;

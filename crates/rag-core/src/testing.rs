@@ -262,3 +262,81 @@ impl VectorIndex for FlatIndex {
         }
     }
 }
+
+/// Resolves every principal to [`AccessFilter::for_principal`]: no directory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenResolver;
+
+impl crate::traits::AccessResolver for OpenResolver {
+    fn resolve(&self, principal: &crate::access::Principal) -> Result<AccessFilter> {
+        Ok(AccessFilter::for_principal(principal))
+    }
+}
+
+/// A generator that answers by quoting the first context passage it was given
+/// (`According to [1]: ...`), one word per token; or fails, when built failing.
+#[derive(Debug, Clone, Default)]
+pub struct EchoGenerator {
+    /// Every call fails with a transient error.
+    pub failing: bool,
+    /// Words quoted (8 when 0).
+    pub words: usize,
+}
+
+impl crate::traits::Generator for EchoGenerator {
+    fn name(&self) -> &str {
+        "echo"
+    }
+
+    fn context_window(&self) -> usize {
+        2048
+    }
+
+    fn count_tokens(&self, text: &str) -> Result<usize> {
+        Ok(text.split_whitespace().count())
+    }
+
+    fn generate(
+        &self,
+        request: &crate::answer::GenerationRequest,
+        on_token: &mut dyn FnMut(&str) -> crate::answer::TokenControl,
+    ) -> Result<crate::answer::Generation> {
+        use crate::answer::{FinishReason, Generation, TokenControl};
+        if self.failing {
+            return Err(Error::Transient {
+                stage: crate::error::Stage::Generate,
+                source: "echo generator set to fail".into(),
+            });
+        }
+        let prompt = request
+            .messages
+            .last()
+            .map(|m| m.content.as_str())
+            .unwrap_or_default();
+        let passage = prompt
+            .lines()
+            .find_map(|l| l.strip_prefix("[1] "))
+            .unwrap_or("nothing");
+        let words = if self.words == 0 { 8 } else { self.words };
+        let mut text = String::from("According to [1]:");
+        let mut finish = FinishReason::EndOfText;
+        let mut generated = 0;
+        for w in passage.split_whitespace().take(words) {
+            let piece = format!(" {w}");
+            generated += 1;
+            text.push_str(&piece);
+            if on_token(&piece) == TokenControl::Stop {
+                finish = FinishReason::Cancelled;
+                break;
+            }
+        }
+        Ok(Generation {
+            text,
+            finish,
+            prompt_tokens: self.count_tokens(prompt)?,
+            generated_tokens: generated,
+            time_to_first_token_s: 0.0,
+            tokens_per_s: 0.0,
+        })
+    }
+}

@@ -29,6 +29,10 @@ pub enum Device {
 pub trait Chunker: Send + Sync {
     /// The chunks of `doc`, in order.
     fn chunk(&self, doc: &Document) -> Result<Vec<Chunk>>;
+    /// The most tokens a chunk holds, if the chunker budgets tokens.
+    fn max_tokens(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Turns texts into embeddings, a batch at a time.

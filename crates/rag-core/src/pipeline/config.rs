@@ -1,0 +1,102 @@
+//! Pipeline settings.
+
+use std::time::Duration;
+
+use crate::error::InvalidInput;
+use crate::retrieval::{Fusion, RetrievalMode};
+
+/// What to do with a question over [`PipelineConfig::max_question_bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuestionPolicy {
+    /// Refuse it with [`InvalidInput::TooLarge`].
+    #[default]
+    Reject,
+    /// Keep its first `max_question_bytes` (cut on a character boundary).
+    Truncate,
+}
+
+/// Settings of a [`Pipeline`](super::Pipeline).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    /// Chunks retrieved per question.
+    pub top_k: usize,
+    /// Dense, lexical or hybrid retrieval.
+    pub mode: RetrievalMode,
+    /// Fusion settings for hybrid retrieval.
+    pub fusion: Fusion,
+    /// Longest question accepted, in bytes.
+    pub max_question_bytes: usize,
+    /// Over-long questions are rejected or truncated.
+    pub question_policy: QuestionPolicy,
+    /// Largest document accepted, in bytes.
+    pub max_document_bytes: usize,
+    /// Tokens the generator may produce per answer.
+    pub max_answer_tokens: usize,
+    /// The system prompt; its hash is part of cache keys.
+    pub system_prompt: String,
+    /// Time a query may take before it degrades (see [`Degradation`](super::Degradation)).
+    pub latency_budget: Duration,
+    /// Share of the budget after which retrieval shrinks to half of `top_k`.
+    pub shrink_retrieval_after: f64,
+    /// Chunks embedded per call during ingestion.
+    pub embed_batch: usize,
+    /// Documents per index upsert during ingestion.
+    pub upsert_batch: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            top_k: 4,
+            mode: RetrievalMode::Dense,
+            fusion: Fusion::default(),
+            max_question_bytes: 4096,
+            question_policy: QuestionPolicy::Reject,
+            max_document_bytes: 64 << 20,
+            max_answer_tokens: 160,
+            system_prompt: "Answer the question using only the numbered context passages. \
+                            Cite the passages you use as [1], [2]. If the context does not \
+                            contain the answer, say that you do not know."
+                .into(),
+            latency_budget: Duration::from_secs(30),
+            shrink_retrieval_after: 0.5,
+            embed_batch: 64,
+            upsert_batch: 64,
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), InvalidInput> {
+        let bad = |reason: &str| {
+            Err(InvalidInput::Config {
+                reason: reason.into(),
+            })
+        };
+        if self.top_k == 0 || self.max_question_bytes == 0 || self.max_document_bytes == 0 {
+            return bad("top_k, max_question_bytes and max_document_bytes must be positive");
+        }
+        if self.embed_batch == 0 || self.upsert_batch == 0 || self.max_answer_tokens == 0 {
+            return bad("embed_batch, upsert_batch and max_answer_tokens must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.shrink_retrieval_after) || self.latency_budget.is_zero() {
+            return bad("shrink_retrieval_after must be in 0..=1 and the latency budget positive");
+        }
+        self.fusion.validate()
+    }
+
+    /// A stable hash of everything in the prompt besides question and context.
+    pub fn prompt_fingerprint(&self) -> u64 {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.system_prompt.as_bytes());
+        h.update((self.max_answer_tokens as u64).to_le_bytes());
+        h.update([self.mode as u8]);
+        h.update((self.top_k as u64).to_le_bytes());
+        let d = h.finalize();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        u64::from_le_bytes(b)
+    }
+}

@@ -1,0 +1,216 @@
+//! The pipeline: ingest documents and answer a principal's questions with
+//! citations, over the trait objects of every boundary.
+//!
+//! The same program runs as the test `quick_tour` in `tests/pipeline.rs` (the doubles
+//! need the `testing` feature):
+//!
+//! ```ignore
+//! use std::sync::Arc;
+//! use rag_core::pipeline::{Pipeline, PipelineConfig, QueryOptions};
+//! use rag_core::testing::{EchoGenerator, FlatIndex, HashEmbedder, OpenResolver};
+//! use rag_core::{Acl, DocId, Document, Embedder, Metadata, Principal, RecursiveChunker, WordCounter};
+//!
+//! let embedder = Arc::new(HashEmbedder::new(32)?);
+//! let pipeline = Pipeline::builder()
+//!     .chunker(Arc::new(RecursiveChunker::new(64, 8, Arc::new(WordCounter))?))
+//!     .index(Arc::new(FlatIndex::new(embedder.fingerprint().clone())))
+//!     .embedder(embedder)
+//!     .generator(Arc::new(EchoGenerator::default()))
+//!     .access(Arc::new(OpenResolver))
+//!     .build()?;
+//! pipeline.ingest(vec![Document {
+//!     id: DocId::new("handbook"),
+//!     version: 1,
+//!     text: "Expenses are approved by the team lead.".into(),
+//!     metadata: Metadata::default(),
+//!     acl: Some(Acl::new("acme").allow_group("staff")),
+//! }])?;
+//! let ann = Principal::new("acme", "ann").with_group("staff");
+//! let answer = pipeline.query(&ann, "Who approves expenses?", &QueryOptions::default())?;
+//! assert_eq!(answer.answer.citations[0].doc_id, DocId::new("handbook"));
+//! let bob = Principal::new("acme", "bob");
+//! assert!(pipeline.query(&bob, "Who approves expenses?", &QueryOptions::default())?
+//!     .answer.citations.is_empty());
+//! # Ok::<(), rag_core::Error>(())
+//! ```
+
+mod config;
+mod health;
+mod ingest;
+pub mod observe;
+mod prompt;
+mod query;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+pub use config::{PipelineConfig, QuestionPolicy};
+pub use health::{Health, HealthStatus};
+pub use ingest::IngestReport;
+pub use query::{Degradation, QueryAnswer, QueryOptions, StageTiming};
+
+use crate::error::{InvalidInput, Result};
+use crate::traits::{AccessResolver, AnswerCache, Chunker, Embedder, Generator, VectorIndex};
+
+/// Ingests documents and answers questions; see the [module](self) docs.
+pub struct Pipeline {
+    chunker: Arc<dyn Chunker>,
+    embedder: Arc<dyn Embedder>,
+    index: Arc<dyn VectorIndex>,
+    generator: Option<Arc<dyn Generator>>,
+    cache: Option<Arc<dyn AnswerCache>>,
+    access: Arc<dyn AccessResolver>,
+    config: PipelineConfig,
+    prompt_fingerprint: u64,
+    cache_hits: AtomicU64,
+    cache_lookups: AtomicU64,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("embedder", &self.embedder.fingerprint().name())
+            .field(
+                "generator",
+                &self.generator.as_ref().map(|g| g.name().to_owned()),
+            )
+            .field("cache", &self.cache.is_some())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Collects the parts of a [`Pipeline`]; [`build`](Self::build) checks they fit.
+#[derive(Default)]
+pub struct PipelineBuilder {
+    chunker: Option<Arc<dyn Chunker>>,
+    embedder: Option<Arc<dyn Embedder>>,
+    index: Option<Arc<dyn VectorIndex>>,
+    generator: Option<Arc<dyn Generator>>,
+    cache: Option<Arc<dyn AnswerCache>>,
+    access: Option<Arc<dyn AccessResolver>>,
+    config: PipelineConfig,
+}
+
+impl std::fmt::Debug for PipelineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineBuilder").finish_non_exhaustive()
+    }
+}
+
+impl PipelineBuilder {
+    /// The chunker (required).
+    pub fn chunker(mut self, chunker: Arc<dyn Chunker>) -> Self {
+        self.chunker = Some(chunker);
+        self
+    }
+    /// The embedder (required).
+    pub fn embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = Some(embedder);
+        self
+    }
+    /// The index (required).
+    pub fn index(mut self, index: Arc<dyn VectorIndex>) -> Self {
+        self.index = Some(index);
+        self
+    }
+    /// The generator; without one, answers are extractive.
+    pub fn generator(mut self, generator: Arc<dyn Generator>) -> Self {
+        self.generator = Some(generator);
+        self
+    }
+    /// The answer cache (optional).
+    pub fn cache(mut self, cache: Arc<dyn AnswerCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+    /// The access resolver (required).
+    pub fn access(mut self, access: Arc<dyn AccessResolver>) -> Self {
+        self.access = Some(access);
+        self
+    }
+    /// The settings.
+    pub fn config(mut self, config: PipelineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Checks the parts against each other: the index is of the embedder's model
+    /// (name, dimensions, checksum), chunks fit the embedder's input, the answer fits
+    /// the generator's window, and the settings are valid.
+    pub fn build(self) -> Result<Pipeline> {
+        let missing = |what: &str| InvalidInput::Config {
+            reason: format!("pipeline needs a {what}"),
+        };
+        let chunker = self.chunker.ok_or_else(|| missing("chunker"))?;
+        let embedder = self.embedder.ok_or_else(|| missing("embedder"))?;
+        let index = self.index.ok_or_else(|| missing("index"))?;
+        let access = self.access.ok_or_else(|| missing("access resolver"))?;
+        self.config.validate()?;
+        if embedder.fingerprint() != index.fingerprint() {
+            return Err(InvalidInput::ModelMismatch {
+                expected: index.fingerprint().id(),
+                actual: embedder.fingerprint().id(),
+            }
+            .into());
+        }
+        if let Some(max) = chunker.max_tokens()
+            && max > embedder.max_input_tokens()
+        {
+            return Err(InvalidInput::Config {
+                reason: format!(
+                    "chunks of up to {max} tokens do not fit the embedder's {} input tokens",
+                    embedder.max_input_tokens()
+                ),
+            }
+            .into());
+        }
+        if let Some(g) = &self.generator
+            && g.context_window() <= self.config.max_answer_tokens + 64
+        {
+            return Err(InvalidInput::Config {
+                reason: format!(
+                    "the generator's window of {} tokens cannot hold a {}-token answer and a prompt",
+                    g.context_window(),
+                    self.config.max_answer_tokens
+                ),
+            }
+            .into());
+        }
+        let prompt_fingerprint = self.config.prompt_fingerprint();
+        Ok(Pipeline {
+            chunker,
+            embedder,
+            index,
+            generator: self.generator,
+            cache: self.cache,
+            access,
+            config: self.config,
+            prompt_fingerprint,
+            cache_hits: AtomicU64::new(0),
+            cache_lookups: AtomicU64::new(0),
+        })
+    }
+}
+
+impl Pipeline {
+    /// A builder.
+    pub fn builder() -> PipelineBuilder {
+        PipelineBuilder::default()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Arc<dyn VectorIndex> {
+        &self.index
+    }
+
+    /// The embedder.
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
+    }
+}

@@ -1,0 +1,320 @@
+//! Answering a question: resolve access, embed, cache lookup, filtered retrieval,
+//! context assembly, generation under a latency budget, cache store.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{Pipeline, QuestionPolicy, observe, prompt};
+use crate::access::{AccessFilter, Principal};
+use crate::answer::{Answer, GenerationRequest, SamplingParams, TokenControl};
+use crate::error::{Error, InvalidInput, Result};
+use crate::hit::{SearchResult, SearchStrategy};
+use crate::retrieval::{RetrievalMode, SearchRequest};
+use crate::traits::CacheKey;
+
+/// Per-query choices; `None` takes the pipeline's setting.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryOptions {
+    /// Chunks to retrieve.
+    pub top_k: Option<usize>,
+    /// Dense, lexical or hybrid retrieval.
+    pub mode: Option<RetrievalMode>,
+    /// The latency budget.
+    pub latency_budget: Option<Duration>,
+    /// Skip the cache (neither read nor written).
+    pub bypass_cache: bool,
+}
+
+/// A step taken to stay within the latency budget or to survive a failure, in the
+/// order they are tried.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Degradation {
+    /// Retrieval asked for fewer chunks because the budget was half spent.
+    SmallerRetrieval {
+        /// Chunks asked for normally.
+        from: usize,
+        /// Chunks asked for.
+        to: usize,
+    },
+    /// The answer quotes the top chunks instead of being generated.
+    Extractive {
+        /// Why generation was not used.
+        reason: String,
+    },
+}
+
+impl Degradation {
+    fn label(&self) -> &'static str {
+        match self {
+            Degradation::SmallerRetrieval { .. } => "smaller_retrieval",
+            Degradation::Extractive { .. } => "extractive",
+        }
+    }
+}
+
+/// How long one stage took.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StageTiming {
+    /// `access`, `embed`, `cache_lookup`, `retrieve`, `context`, `generate` or `cache_store`.
+    pub stage: &'static str,
+    /// Its duration.
+    pub duration: Duration,
+}
+
+/// An answer with how it was made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryAnswer {
+    /// Text and citations (document, version, chunk, span).
+    pub answer: Answer,
+    /// Whether the cache served it.
+    pub from_cache: bool,
+    /// How retrieval ran; `None` when the cache answered.
+    pub strategy: Option<SearchStrategy>,
+    /// Chunks the caller may see.
+    pub visible: usize,
+    /// Stages in order, with their durations.
+    pub timings: Vec<StageTiming>,
+    /// Degradation steps taken, in order.
+    pub degradations: Vec<Degradation>,
+}
+
+struct Clock {
+    start: Instant,
+    budget: Duration,
+    timings: Vec<StageTiming>,
+}
+
+impl Clock {
+    fn run<T>(&mut self, stage: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let t = Instant::now();
+        let out = f();
+        let duration = t.elapsed();
+        observe::stage(stage, out.is_ok(), duration);
+        self.timings.push(StageTiming { stage, duration });
+        out
+    }
+
+    fn spent(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() / self.budget.as_secs_f64()
+    }
+}
+
+impl Pipeline {
+    fn check_question<'q>(&self, question: &'q str) -> Result<&'q str> {
+        let q = question.trim();
+        if q.is_empty() {
+            return Err(InvalidInput::EmptyText { what: "question" }.into());
+        }
+        let max = self.config.max_question_bytes;
+        if q.len() <= max {
+            return Ok(q);
+        }
+        match self.config.question_policy {
+            QuestionPolicy::Reject => Err(InvalidInput::TooLarge {
+                what: "question",
+                actual: q.len(),
+                max,
+            }
+            .into()),
+            QuestionPolicy::Truncate => {
+                let mut end = max;
+                while !q.is_char_boundary(end) {
+                    end -= 1;
+                }
+                Ok(&q[..end])
+            }
+        }
+    }
+
+    /// Answers `question` for `principal` with citations it may read. A principal
+    /// who may see nothing relevant gets an answer saying so, without citations.
+    pub fn query(
+        &self,
+        principal: &Principal,
+        question: &str,
+        options: &QueryOptions,
+    ) -> Result<QueryAnswer> {
+        let span = tracing::info_span!("rag.query.process");
+        let _enter = span.enter();
+        let start = Instant::now();
+        let result = self.query_inner(principal, question, options, start);
+        observe::stage("query", result.is_ok(), start.elapsed());
+        if let Ok(a) = &result {
+            for d in &a.degradations {
+                metrics::counter!(observe::DEGRADATIONS, "step" => d.label()).increment(1);
+            }
+        }
+        result
+    }
+
+    fn query_inner(
+        &self,
+        principal: &Principal,
+        question: &str,
+        options: &QueryOptions,
+        start: Instant,
+    ) -> Result<QueryAnswer> {
+        let question = self.check_question(question)?;
+        let mut clock = Clock {
+            start,
+            budget: options.latency_budget.unwrap_or(self.config.latency_budget),
+            timings: Vec::new(),
+        };
+        let filter = clock.run("access", || self.access.resolve(principal))?;
+        tracing::debug!(tenant = %filter.tenant(), user = %principal.user, "resolved");
+        let mode = options.mode.unwrap_or(self.config.mode);
+        let embedding = clock.run("embed", || Ok(self.embedder.embed(&[question])?.remove(0)))?;
+        let key = CacheKey {
+            question: &embedding,
+            scope: &filter,
+            generator: self.generator.as_ref().map_or("extractive", |g| g.name()),
+            prompt_template: self.prompt_fingerprint ^ mode as u64,
+        };
+        let cache = self.cache.as_ref().filter(|_| !options.bypass_cache);
+        if let Some(cache) = cache {
+            let hit = clock.run("cache_lookup", || cache.lookup(&key, self.index.as_ref()))?;
+            self.count_lookup(hit.is_some());
+            if let Some(answer) = hit {
+                return Ok(QueryAnswer {
+                    answer,
+                    from_cache: true,
+                    strategy: None,
+                    visible: 0,
+                    timings: clock.timings,
+                    degradations: Vec::new(),
+                });
+            }
+        }
+
+        let mut degradations = Vec::new();
+        let top_k = options.top_k.unwrap_or(self.config.top_k);
+        let k = if clock.spent() >= self.config.shrink_retrieval_after && top_k > 1 {
+            degradations.push(Degradation::SmallerRetrieval {
+                from: top_k,
+                to: top_k / 2,
+            });
+            top_k / 2
+        } else {
+            top_k
+        };
+        let result = clock.run("retrieve", || {
+            let _s = tracing::info_span!("rag.retrieval.search", k, mode = mode.as_str()).entered();
+            self.retrieve(mode, &embedding, question, k, &filter)
+        })?;
+        if result.hits.is_empty() {
+            return Ok(QueryAnswer {
+                answer: prompt::nothing_found(),
+                from_cache: false,
+                strategy: Some(result.strategy),
+                visible: result.visible,
+                timings: clock.timings,
+                degradations,
+            });
+        }
+
+        let generated = match &self.generator {
+            None => Err("no generator is configured".to_owned()),
+            Some(_) if clock.spent() >= 1.0 => {
+                Err("the latency budget was spent before generation".to_owned())
+            }
+            Some(g) => {
+                let context = clock.run("context", || {
+                    let _s = tracing::info_span!("rag.context.build").entered();
+                    prompt::build(
+                        g.as_ref(),
+                        &self.config.system_prompt,
+                        question,
+                        &result.hits,
+                        self.config.max_answer_tokens,
+                    )
+                })?;
+                let deadline = clock.start + clock.budget;
+                let mut overran = false;
+                let out = clock.run("generate", || {
+                    let _s = tracing::info_span!("rag.generation.create").entered();
+                    g.generate(
+                        &GenerationRequest {
+                            messages: context.messages.clone(),
+                            params: SamplingParams {
+                                max_new_tokens: self.config.max_answer_tokens,
+                                ..SamplingParams::default()
+                            },
+                        },
+                        &mut |_| {
+                            if Instant::now() >= deadline {
+                                overran = true;
+                                TokenControl::Stop
+                            } else {
+                                TokenControl::Continue
+                            }
+                        },
+                    )
+                });
+                match out {
+                    Ok(_) if overran => Err("generation overran the latency budget".to_owned()),
+                    Ok(out) if out.text.trim().is_empty() => {
+                        Err("the generator returned no text".to_owned())
+                    }
+                    Ok(out) => Ok(Answer {
+                        citations: prompt::citations(&out.text, &context.used),
+                        text: out.text.trim().to_owned(),
+                    }),
+                    Err(e) => Err(format!("generation failed: {e}")),
+                }
+            }
+        };
+        let _assemble = tracing::info_span!("rag.response.assemble").entered();
+        let answer = match generated {
+            Ok(answer) => {
+                if let Some(cache) = cache {
+                    clock.run("cache_store", || cache.store(&key, &answer))?;
+                }
+                answer
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, "answering extractively");
+                degradations.push(Degradation::Extractive { reason });
+                prompt::extractive(&result.hits, 3)
+            }
+        };
+        Ok(QueryAnswer {
+            answer,
+            from_cache: false,
+            strategy: Some(result.strategy),
+            visible: result.visible,
+            timings: clock.timings,
+            degradations,
+        })
+    }
+
+    fn retrieve(
+        &self,
+        mode: RetrievalMode,
+        embedding: &crate::embedding::Embedding,
+        question: &str,
+        k: usize,
+        filter: &AccessFilter,
+    ) -> Result<SearchResult> {
+        let request = SearchRequest {
+            mode,
+            embedding: Some(embedding),
+            text: Some(question),
+            k,
+            fusion: self.config.fusion,
+        };
+        self.index.retrieve(&request, filter).map_err(|e| match e {
+            Error::Unsupported { .. } if mode != RetrievalMode::Dense => Error::Unsupported {
+                feature: "lexical or hybrid retrieval in this index",
+            },
+            other => other,
+        })
+    }
+
+    fn count_lookup(&self, hit: bool) {
+        let lookups = self.cache_lookups.fetch_add(1, Ordering::Relaxed) + 1;
+        let hits = self.cache_hits.fetch_add(u64::from(hit), Ordering::Relaxed) + u64::from(hit);
+        let result = if hit { "hit" } else { "miss" };
+        metrics::counter!(observe::CACHE_LOOKUPS, "result" => result).increment(1);
+        metrics::gauge!(observe::CACHE_HIT_RATIO).set(hits as f64 / lookups as f64);
+    }
+}

@@ -1,0 +1,487 @@
+//! The pipeline over test doubles: ingestion, unchanged-document skipping, access,
+//! citations, cache use and invalidation, degradation, bad input, metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use rag_core::pipeline::{
+    Degradation, HealthStatus, Pipeline, PipelineConfig, QueryOptions, QuestionPolicy,
+};
+use rag_core::testing::{EchoGenerator, FlatIndex, HashEmbedder, OpenResolver};
+use rag_core::{
+    AccessFilter, Acl, Answer, AnswerCache, CacheKey, DocId, Document, Embedder, Error,
+    InvalidInput, Metadata, Principal, RecursiveChunker, VectorIndex, WordCounter,
+};
+
+/// A cache double: exact question text match per scope, counting invalidations.
+#[derive(Default)]
+struct MapCache {
+    entries: Mutex<Vec<(Vec<f32>, AccessFilter, Answer)>>,
+    invalidated: Mutex<Vec<DocId>>,
+}
+
+impl AnswerCache for MapCache {
+    fn lookup(&self, key: &CacheKey<'_>, _: &dyn VectorIndex) -> rag_core::Result<Option<Answer>> {
+        Ok(self
+            .entries
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(q, s, _)| q.as_slice() == key.question.values() && s == key.scope)
+            .map(|(_, _, a)| a.clone()))
+    }
+    fn store(&self, key: &CacheKey<'_>, answer: &Answer) -> rag_core::Result<()> {
+        self.entries.lock().unwrap().push((
+            key.question.values().to_vec(),
+            key.scope.clone(),
+            answer.clone(),
+        ));
+        Ok(())
+    }
+    fn invalidate(&self, docs: &BTreeSet<DocId>) -> rag_core::Result<usize> {
+        self.invalidated
+            .lock()
+            .unwrap()
+            .extend(docs.iter().cloned());
+        let mut e = self.entries.lock().unwrap();
+        let before = e.len();
+        e.retain(|(_, _, a)| !a.citations.iter().any(|c| docs.contains(&c.doc_id)));
+        Ok(before - e.len())
+    }
+}
+
+fn doc(id: &str, version: u64, text: &str, acl: Option<Acl>) -> Document {
+    Document {
+        id: DocId::new(id),
+        version,
+        text: text.into(),
+        metadata: Metadata::default(),
+        acl,
+    }
+}
+
+struct Setup {
+    pipeline: Pipeline,
+    cache: Arc<MapCache>,
+}
+
+fn setup(config: PipelineConfig, generator: Option<EchoGenerator>) -> Setup {
+    let embedder = Arc::new(HashEmbedder::new(64).unwrap());
+    let cache = Arc::new(MapCache::default());
+    let mut b = Pipeline::builder()
+        .chunker(Arc::new(
+            RecursiveChunker::new(32, 4, Arc::new(WordCounter)).unwrap(),
+        ))
+        .index(Arc::new(FlatIndex::new(embedder.fingerprint().clone())))
+        .embedder(embedder)
+        .cache(cache.clone())
+        .access(Arc::new(OpenResolver))
+        .config(config);
+    if let Some(g) = generator {
+        b = b.generator(Arc::new(g));
+    }
+    Setup {
+        pipeline: b.build().unwrap(),
+        cache,
+    }
+}
+
+fn corpus() -> Vec<Document> {
+    vec![
+        doc(
+            "expenses",
+            1,
+            "Expenses are approved by the team lead within five days.",
+            Some(Acl::new("acme").allow_group("staff")),
+        ),
+        doc(
+            "salaries",
+            1,
+            "Salaries are reviewed by human resources every spring.",
+            Some(Acl::new("acme").allow_group("hr")),
+        ),
+        doc(
+            "globex-expenses",
+            1,
+            "Globex expenses are approved by the finance director.",
+            Some(Acl::new("globex").allow_group("staff")),
+        ),
+        doc(
+            "orphan",
+            1,
+            "Expenses of the orphan document, no ACL.",
+            None,
+        ),
+    ]
+}
+
+#[test]
+fn quick_tour() {
+    let s = setup(PipelineConfig::default(), Some(EchoGenerator::default()));
+    let r = s.pipeline.ingest(corpus()).unwrap();
+    assert_eq!((r.documents, r.upserted, r.unchanged), (4, 4, 0));
+    let ann = Principal::new("acme", "ann").with_group("staff");
+    let a = s
+        .pipeline
+        .query(&ann, "Who approves expenses?", &QueryOptions::default())
+        .unwrap();
+    assert!(!a.from_cache);
+    assert!(a.answer.text.starts_with("According to [1]:"));
+    let cited: Vec<&str> = a
+        .answer
+        .citations
+        .iter()
+        .map(|c| c.doc_id.as_str())
+        .collect();
+    assert_eq!(cited, vec!["expenses"]);
+    let stages: Vec<&str> = a.timings.iter().map(|t| t.stage).collect();
+    assert_eq!(
+        stages,
+        [
+            "access",
+            "embed",
+            "cache_lookup",
+            "retrieve",
+            "context",
+            "generate",
+            "cache_store"
+        ]
+    );
+    // The same question again is served by the cache.
+    let again = s
+        .pipeline
+        .query(&ann, "Who approves expenses?", &QueryOptions::default())
+        .unwrap();
+    assert!(again.from_cache);
+    assert_eq!(again.answer, a.answer);
+}
+
+#[test]
+fn citations_are_always_visible_and_strangers_get_nothing() {
+    let s = setup(PipelineConfig::default(), Some(EchoGenerator::default()));
+    s.pipeline.ingest(corpus()).unwrap();
+    let cases = [
+        (
+            Principal::new("acme", "ann").with_group("staff"),
+            vec!["expenses"],
+        ),
+        (
+            Principal::new("acme", "hal").with_group("hr"),
+            vec!["salaries"],
+        ),
+        (
+            Principal::new("globex", "gus").with_group("staff"),
+            vec!["globex-expenses"],
+        ),
+        (Principal::new("acme", "bob"), vec![]),
+        (Principal::new("initech", "ann").with_group("staff"), vec![]),
+    ];
+    for (p, visible) in cases {
+        let a = s
+            .pipeline
+            .query(&p, "expenses approved salaries", &QueryOptions::default())
+            .unwrap();
+        let filter = AccessFilter::for_principal(&p);
+        for c in &a.answer.citations {
+            assert!(
+                visible.contains(&c.doc_id.as_str()),
+                "{} leaked to {}",
+                c.doc_id,
+                p.user
+            );
+        }
+        if visible.is_empty() {
+            assert!(a.answer.citations.is_empty());
+            assert!(a.answer.text.contains("No documents you have access to"));
+            assert!(!a.answer.text.contains("Globex") && !a.answer.text.contains("orphan"));
+        } else {
+            assert!(!a.answer.citations.is_empty());
+        }
+        assert_eq!(a.visible, visible.len(), "{filter:?}");
+    }
+}
+
+#[test]
+fn unchanged_documents_cost_nothing_and_changes_invalidate() {
+    let s = setup(PipelineConfig::default(), Some(EchoGenerator::default()));
+    s.pipeline.ingest(corpus()).unwrap();
+    let again = s.pipeline.ingest(corpus()).unwrap();
+    assert_eq!((again.unchanged, again.upserted, again.chunks), (4, 0, 0));
+    assert_eq!(again.embed_seconds, 0.0);
+
+    let ann = Principal::new("acme", "ann").with_group("staff");
+    let q = "Who approves expenses?";
+    s.pipeline.query(&ann, q, &QueryOptions::default()).unwrap();
+    let mut edited = corpus();
+    edited[0] = doc(
+        "expenses",
+        2,
+        "Expenses are approved by the department head.",
+        Some(Acl::new("acme").allow_group("staff")),
+    );
+    let r = s.pipeline.ingest(edited).unwrap();
+    assert_eq!((r.upserted, r.unchanged, r.cache_invalidated), (1, 3, 1));
+    let a = s.pipeline.query(&ann, q, &QueryOptions::default()).unwrap();
+    assert!(!a.from_cache);
+    assert!(
+        a.answer.text.contains("department head"),
+        "{}",
+        a.answer.text
+    );
+    assert_eq!(a.answer.citations[0].doc_version, 2);
+
+    s.pipeline.delete(&DocId::new("expenses")).unwrap();
+    assert!(
+        s.cache
+            .invalidated
+            .lock()
+            .unwrap()
+            .contains(&DocId::new("expenses"))
+    );
+    let a = s.pipeline.query(&ann, q, &QueryOptions::default()).unwrap();
+    assert!(a.answer.citations.is_empty());
+}
+
+#[test]
+fn degrades_to_smaller_retrieval_then_extractive_answers() {
+    let s = setup(
+        PipelineConfig::default(),
+        Some(EchoGenerator {
+            failing: true,
+            words: 0,
+        }),
+    );
+    s.pipeline.ingest(corpus()).unwrap();
+    let ann = Principal::new("acme", "ann").with_group("staff");
+    let a = s
+        .pipeline
+        .query(&ann, "Who approves expenses?", &QueryOptions::default())
+        .unwrap();
+    assert!(
+        matches!(&a.degradations[..], [Degradation::Extractive { reason }] if reason.contains("generation failed"))
+    );
+    assert!(a.answer.text.contains("[1] Expenses are approved"));
+    assert_eq!(a.answer.citations[0].doc_id, DocId::new("expenses"));
+    // Extractive answers are not cached.
+    assert!(s.cache.entries.lock().unwrap().is_empty());
+
+    // A budget spent before retrieval: fewer chunks, then no generation.
+    let s = setup(PipelineConfig::default(), Some(EchoGenerator::default()));
+    s.pipeline.ingest(corpus()).unwrap();
+    let options = QueryOptions {
+        latency_budget: Some(Duration::from_nanos(1)),
+        ..QueryOptions::default()
+    };
+    let a = s
+        .pipeline
+        .query(&ann, "Who approves expenses?", &options)
+        .unwrap();
+    assert_eq!(
+        a.degradations[0],
+        Degradation::SmallerRetrieval { from: 4, to: 2 }
+    );
+    assert!(
+        matches!(&a.degradations[1], Degradation::Extractive { reason } if reason.contains("budget"))
+    );
+    assert!(!a.answer.citations.is_empty());
+
+    // No generator at all: extractive, and health says degraded.
+    let s = setup(PipelineConfig::default(), None);
+    s.pipeline.ingest(corpus()).unwrap();
+    let a = s
+        .pipeline
+        .query(&ann, "expenses", &QueryOptions::default())
+        .unwrap();
+    assert!(matches!(
+        &a.degradations[..],
+        [Degradation::Extractive { .. }]
+    ));
+    let h = s.pipeline.health();
+    assert_eq!(h.status, HealthStatus::Degraded);
+    assert!(h.reasons.iter().any(|r| r.contains("no generator")));
+}
+
+#[test]
+fn bad_input_is_typed_and_loses_nothing() {
+    let s = setup(PipelineConfig::default(), Some(EchoGenerator::default()));
+    s.pipeline.ingest(corpus()).unwrap();
+    let ann = Principal::new("acme", "ann").with_group("staff");
+    let err = |r: rag_core::Result<_>| match r {
+        Err(Error::InvalidInput(i)) => i,
+        other => panic!("expected invalid input, got {other:?}"),
+    };
+    assert!(matches!(
+        err(s
+            .pipeline
+            .query(&ann, "  ", &QueryOptions::default())
+            .map(|_| ())),
+        InvalidInput::EmptyText { .. }
+    ));
+    let huge = "expenses ".repeat(1000);
+    assert!(matches!(
+        err(s
+            .pipeline
+            .query(&ann, &huge, &QueryOptions::default())
+            .map(|_| ())),
+        InvalidInput::TooLarge { .. }
+    ));
+    let dup = vec![doc("x", 1, "a", None), doc("x", 2, "b", None)];
+    assert!(matches!(
+        err(s.pipeline.ingest(dup).map(|_| ())),
+        InvalidInput::DuplicateDocument { .. }
+    ));
+    assert!(matches!(
+        err(s
+            .pipeline
+            .ingest(vec![doc("y", 1, " \n", None)])
+            .map(|_| ())),
+        InvalidInput::EmptyText { .. }
+    ));
+    let bytes = b"valid start \xff\xfe then garbage".to_vec();
+    let bad = Document::from_bytes(DocId::new("z"), 1, bytes, None).unwrap_err();
+    assert!(
+        matches!(bad, InvalidInput::Malformed { ref detail, .. } if detail.contains("byte 12"))
+    );
+    // Nothing accepted before was lost.
+    assert_eq!(s.pipeline.index().stats().documents, 4);
+
+    let truncating = setup(
+        PipelineConfig {
+            question_policy: QuestionPolicy::Truncate,
+            ..PipelineConfig::default()
+        },
+        Some(EchoGenerator::default()),
+    );
+    truncating.pipeline.ingest(corpus()).unwrap();
+    assert!(
+        truncating
+            .pipeline
+            .query(&ann, &huge, &QueryOptions::default())
+            .is_ok()
+    );
+}
+
+/// A cheap embedder for volume tests: the vector depends on the text's length only.
+struct LenEmbedder(rag_core::ModelFingerprint);
+
+impl Embedder for LenEmbedder {
+    fn fingerprint(&self) -> &rag_core::ModelFingerprint {
+        &self.0
+    }
+    fn embed(&self, texts: &[&str]) -> rag_core::Result<Vec<rag_core::Embedding>> {
+        texts
+            .iter()
+            .map(|t| {
+                Ok(rag_core::Embedding::new(
+                    self.0.id(),
+                    vec![1.0, t.len() as f32],
+                )?)
+            })
+            .collect()
+    }
+    fn device(&self) -> rag_core::Device {
+        rag_core::Device::Cpu
+    }
+    fn count_tokens(&self, text: &str) -> rag_core::Result<usize> {
+        Ok(text.split_whitespace().count())
+    }
+    fn max_input_tokens(&self) -> usize {
+        512
+    }
+}
+
+#[test]
+fn a_50_mb_document_is_chunked_and_stored() {
+    let embedder = Arc::new(LenEmbedder(
+        rag_core::ModelFingerprint::new("len", 2, "v1").unwrap(),
+    ));
+    let pipeline = Pipeline::builder()
+        .chunker(Arc::new(
+            RecursiveChunker::new(256, 16, Arc::new(WordCounter)).unwrap(),
+        ))
+        .index(Arc::new(FlatIndex::new(embedder.fingerprint().clone())))
+        .embedder(embedder)
+        .access(Arc::new(OpenResolver))
+        .build()
+        .unwrap();
+    let text =
+        "Memory stays bounded while a long document is split into passages. ".repeat(800_000);
+    assert!(text.len() > 50 << 20);
+    let r = pipeline
+        .ingest(vec![doc(
+            "big",
+            1,
+            &text,
+            Some(Acl::new("acme").allow_group("staff")),
+        )])
+        .unwrap();
+    assert_eq!(r.upserted, 1);
+    assert!(r.chunks > 30_000, "{} chunks", r.chunks);
+    let info = pipeline
+        .index()
+        .document(&DocId::new("big"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.chunk_ids.len(), r.chunks);
+}
+
+#[test]
+fn builder_checks_the_parts_fit_and_metrics_are_recorded() {
+    let embedder = Arc::new(HashEmbedder::new(64).unwrap());
+    let other = HashEmbedder::new(32).unwrap();
+    let mismatch = Pipeline::builder()
+        .chunker(Arc::new(
+            RecursiveChunker::new(32, 4, Arc::new(WordCounter)).unwrap(),
+        ))
+        .index(Arc::new(FlatIndex::new(other.fingerprint().clone())))
+        .embedder(embedder.clone())
+        .access(Arc::new(OpenResolver))
+        .build();
+    assert!(matches!(
+        mismatch,
+        Err(Error::InvalidInput(InvalidInput::ModelMismatch { .. }))
+    ));
+    let no_index = Pipeline::builder()
+        .embedder(embedder)
+        .access(Arc::new(OpenResolver))
+        .build();
+    assert!(matches!(
+        no_index,
+        Err(Error::InvalidInput(InvalidInput::Config { .. }))
+    ));
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let s = setup(PipelineConfig::default(), Some(EchoGenerator::default()));
+        s.pipeline.ingest(corpus()).unwrap();
+        let ann = Principal::new("acme", "ann").with_group("staff");
+        for _ in 0..2 {
+            s.pipeline
+                .query(&ann, "expenses", &QueryOptions::default())
+                .unwrap();
+        }
+    });
+    let snap = snapshotter.snapshot().into_vec();
+    let find = |name: &str, label: Option<(&str, &str)>| {
+        snap.iter()
+            .filter(|(k, _, _, _)| {
+                k.key().name() == name
+                    && label.is_none_or(|(n, v)| {
+                        k.key().labels().any(|l| l.key() == n && l.value() == v)
+                    })
+            })
+            .map(|(_, _, _, v)| v)
+            .collect::<Vec<_>>()
+    };
+    assert!(matches!(
+        find("rag_requests_total", Some(("stage", "retrieve")))[..],
+        [DebugValue::Counter(1)]
+    ));
+    assert!(!find("rag_request_duration_seconds", Some(("stage", "generate"))).is_empty());
+    assert!(matches!(find("rag_cache_hit_ratio", None)[..], [DebugValue::Gauge(r)] if r.0 == 0.5));
+    assert!(matches!(find("rag_index_chunks", None)[..], [DebugValue::Gauge(c)] if c.0 == 4.0));
+}
