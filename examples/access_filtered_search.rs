@@ -122,6 +122,7 @@ fn main() -> Result<()> {
                         ordinal: 0,
                         span: Span::new(0, body.len()),
                         text: body.clone(),
+                        context: None,
                     },
                     embedding,
                 }],

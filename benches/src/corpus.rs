@@ -132,6 +132,7 @@ impl Corpus {
                             ordinal: 0,
                             span: Span::new(0, text.len()),
                             text,
+                            context: None,
                         },
                         embedding: Embedding::new(model, self.vector(i).to_vec())
                             .unwrap_or_else(|_| unreachable!()),

@@ -52,6 +52,7 @@ pub fn chunk_corpus(
                 ordinal: 0,
                 span: Span::new(0, text.len()),
                 text,
+                context: None,
             }],
             Some(c) => c.chunk(&Document {
                 id: id.clone(),

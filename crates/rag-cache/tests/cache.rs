@@ -34,6 +34,7 @@ fn upsert(index: &FlatIndex, e: &HashEmbedder, id: &str, version: u64, acl: Opti
                     ordinal: 0,
                     span: Span::new(0, text.len()),
                     text: text.clone(),
+                    context: None,
                 },
                 embedding: e.embed(&[&text]).unwrap().remove(0),
             }],

@@ -229,9 +229,165 @@ impl Chunker for RecursiveChunker {
                 ordinal: i as u32,
                 span: Span::new(r.start, r.end),
                 text: doc.text[r].to_owned(),
+                context: None,
             })
             .collect())
     }
+}
+
+/// Markdown-aware splitting: each chunk stays under one heading, carries the path of
+/// headings above it (`Guide > Install`) as its [`Chunk::context`], and a fenced code
+/// block is never split unless it alone is over the budget (then it is cut between
+/// lines). Prose between headings and code is split like [`RecursiveChunker`].
+#[derive(Debug, Clone)]
+pub struct MarkdownChunker {
+    inner: RecursiveChunker,
+}
+
+impl MarkdownChunker {
+    /// A markdown chunker with the budget and overlap of `inner`.
+    pub fn new(inner: RecursiveChunker) -> Self {
+        Self { inner }
+    }
+
+    /// Chunk spans of `text`, each with its heading path.
+    pub fn split(&self, text: &str) -> Result<Vec<(Range<usize>, String)>> {
+        let mut out = Vec::new();
+        for (section, path) in sections(text) {
+            let mut pieces = Vec::new();
+            for (block, code) in blocks(text, section) {
+                if code {
+                    let tokens = self.inner.counter.count(&text[block.clone()])?;
+                    if tokens <= self.inner.max_tokens {
+                        pieces.push((block, tokens));
+                    } else {
+                        self.inner.pieces(text, block, 1, &mut pieces)?;
+                    }
+                } else {
+                    self.inner.pieces(text, block, 0, &mut pieces)?;
+                }
+            }
+            out.extend(
+                self.inner
+                    .pack(text, &pieces)
+                    .into_iter()
+                    .map(|r| (r, path.clone())),
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl Chunker for MarkdownChunker {
+    fn max_tokens(&self) -> Option<usize> {
+        Some(self.inner.max_tokens)
+    }
+
+    fn chunk(&self, doc: &Document) -> Result<Vec<Chunk>> {
+        Ok(self
+            .split(&doc.text)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, (r, path))| Chunk {
+                id: ChunkId::derive(&doc.id, i as u32),
+                ordinal: i as u32,
+                span: Span::new(r.start, r.end),
+                text: doc.text[r].to_owned(),
+                context: (!path.is_empty()).then_some(path),
+            })
+            .collect())
+    }
+}
+
+/// Byte ranges of the lines of `text`, each with its newline.
+fn lines(text: &str) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut start = 0;
+    text.split_inclusive('\n').map(move |l| {
+        let r = start..start + l.len();
+        start = r.end;
+        r
+    })
+}
+
+fn is_fence(line: &str) -> bool {
+    let t = line.trim_start_matches(' ');
+    line.len() - t.len() <= 3 && (t.starts_with("```") || t.starts_with("~~~"))
+}
+
+/// A heading line's level and title.
+fn heading(line: &str) -> Option<(usize, &str)> {
+    let level = line.bytes().take_while(|b| *b == b'#').count();
+    let rest = &line[level..];
+    ((1..=6).contains(&level) && (rest.starts_with(' ') || rest.trim().is_empty()))
+        .then(|| (level, rest.trim()))
+}
+
+/// Sections between headings (outside code fences), each with its heading path.
+fn sections(text: &str) -> Vec<(Range<usize>, String)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut start = 0;
+    let mut path = String::new();
+    let mut fenced = false;
+    for line in lines(text) {
+        let l = &text[line.clone()];
+        if is_fence(l) {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        if let Some((level, title)) = heading(l) {
+            if line.start > start {
+                out.push((start..line.start, path.clone()));
+            }
+            start = line.start;
+            stack.retain(|(lv, _)| *lv < level);
+            stack.push((level, title.to_owned()));
+            path = stack
+                .iter()
+                .map(|(_, t)| t.as_str())
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+                .join(" > ");
+        }
+    }
+    if start < text.len() {
+        out.push((start..text.len(), path));
+    }
+    out
+}
+
+/// Prose runs and fenced code blocks (fences included) of a section.
+fn blocks(text: &str, section: Range<usize>) -> Vec<(Range<usize>, bool)> {
+    let mut out = Vec::new();
+    let mut start = section.start;
+    let mut fence_start: Option<usize> = None;
+    for line in lines(&text[..section.end]).filter(|l| l.start >= section.start) {
+        if !is_fence(&text[line.clone()]) {
+            continue;
+        }
+        match fence_start {
+            None => {
+                if line.start > start {
+                    out.push((start..line.start, false));
+                }
+                fence_start = Some(line.start);
+            }
+            Some(f) => {
+                out.push((f..line.end, true));
+                fence_start = None;
+                start = line.end;
+            }
+        }
+    }
+    // An unclosed fence runs to the end of the section.
+    let tail = fence_start.unwrap_or(start);
+    if tail < section.end {
+        out.push((tail..section.end, fence_start.is_some()));
+    }
+    out
 }
 
 /// Splits `range` into parts that end just after each position where `is_cut`
@@ -370,6 +526,43 @@ mod tests {
         assert!(RecursiveChunker::new(0, 0, Arc::new(WordCounter)).is_err());
         assert!(RecursiveChunker::new(4, 2, Arc::new(WordCounter)).is_err());
         assert!(words(4, 0).split(" \n\n \t").unwrap().is_empty());
+    }
+
+    #[test]
+    fn markdown_keeps_heading_paths_and_code_blocks_whole() {
+        let text = "# Guide\n\nIntro words here.\n\n## Install\n\nRun the tool now.\n\n```sh\ncargo build --release\ncargo test\n```\n\nAfter code text.\n\n# Other\n\nLast part.\n";
+        let c = MarkdownChunker::new(words(8, 0));
+        let chunks = c.chunk(&doc(text)).unwrap();
+        let got: Vec<(&str, Option<&str>)> = chunks
+            .iter()
+            .map(|c| (c.text.as_str(), c.context.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("# Guide\n\nIntro words here.", Some("Guide")),
+                ("## Install\n\nRun the tool now.", Some("Guide > Install")),
+                (
+                    "```sh\ncargo build --release\ncargo test\n```",
+                    Some("Guide > Install")
+                ),
+                ("After code text.", Some("Guide > Install")),
+                ("# Other\n\nLast part.", Some("Other")),
+            ]
+        );
+        for ch in &chunks {
+            assert_eq!(&text[ch.span.start..ch.span.end], ch.text);
+        }
+        assert!(
+            chunks[2]
+                .embedding_text()
+                .starts_with("Guide > Install\n\n```sh")
+        );
+        // A '#' inside a code block is not a heading.
+        let code = "# A\n```\n# not a heading\n```\n";
+        let c = MarkdownChunker::new(words(20, 0));
+        let chunks = c.chunk(&doc(code)).unwrap();
+        assert!(chunks.iter().all(|c| c.context.as_deref() == Some("A")));
     }
 
     proptest! {

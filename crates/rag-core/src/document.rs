@@ -139,6 +139,19 @@ pub struct Chunk {
     pub ordinal: u32,
     /// Where the chunk's text lies in the document's text.
     pub span: Span,
-    /// The chunk's text (may carry context such as headings beyond the span).
+    /// The chunk's text: exactly the document's text at `span`.
     pub text: String,
+    /// What situates the chunk, such as the path of markdown headings above it:
+    /// embedded with the text, but not part of the span or the stored text.
+    pub context: Option<String>,
+}
+
+impl Chunk {
+    /// What an embedder reads: the context, a blank line, then the text.
+    pub fn embedding_text(&self) -> std::borrow::Cow<'_, str> {
+        match &self.context {
+            Some(c) if !c.is_empty() => format!("{c}\n\n{}", self.text).into(),
+            _ => self.text.as_str().into(),
+        }
+    }
 }

@@ -42,7 +42,7 @@ pub use answer::{
     Answer, ChatMessage, Citation, FinishReason, Generation, GenerationRequest, Role,
     SamplingParams, TokenControl,
 };
-pub use chunking::{EmbedderTokens, RecursiveChunker, TokenCounter, WordCounter};
+pub use chunking::{EmbedderTokens, MarkdownChunker, RecursiveChunker, TokenCounter, WordCounter};
 pub use document::{AttrValue, Chunk, Document, Metadata, Span};
 pub use embedding::{Embedding, ModelFingerprint, ModelId};
 pub use error::{BoxError, Error, InvalidInput, Result, Stage};

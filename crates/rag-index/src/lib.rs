@@ -33,7 +33,8 @@
 //!     metadata: Metadata::default(),
 //!     chunks: vec![EmbeddedChunk {
 //!         chunk: Chunk { id: ChunkId::derive(&doc, 0), ordinal: 0,
-//!                        span: Span::new(0, text.len()), text: text.into() },
+//!                        span: Span::new(0, text.len()), text: text.into(),
+//!                        context: None },
 //!         embedding: embedder.embed(&[text])?.remove(0),
 //!     }],
 //! }])?;

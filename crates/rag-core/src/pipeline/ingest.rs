@@ -130,10 +130,11 @@ impl Pipeline {
             }
             chunked.push((doc, hash, chunks));
         }
-        let texts: Vec<&str> = chunked
+        let owned: Vec<std::borrow::Cow<'_, str>> = chunked
             .iter()
-            .flat_map(|(_, _, cs)| cs.iter().map(|c| c.text.as_str()))
+            .flat_map(|(_, _, cs)| cs.iter().map(|c| c.embedding_text()))
             .collect();
+        let texts: Vec<&str> = owned.iter().map(|c| c.as_ref()).collect();
         let t = Instant::now();
         let mut embeddings = Vec::with_capacity(texts.len());
         for batch in texts.chunks(self.config.embed_batch) {
@@ -142,6 +143,7 @@ impl Pipeline {
         report.embed_seconds += t.elapsed().as_secs_f64();
         observe::stage("embed", true, t.elapsed());
         drop(texts);
+        drop(owned);
         let mut embeddings = embeddings.into_iter();
         let mut updates = Vec::with_capacity(chunked.len());
         let mut ids = BTreeSet::new();

@@ -48,6 +48,7 @@ pub fn doc(id: &str, version: u64, acl: Option<Acl>, vectors: &[Vec<f32>]) -> Do
                         ordinal: i as u32,
                         span: Span::new(0, text.len()),
                         text,
+                        context: None,
                     },
                     embedding: emb(v),
                 }
