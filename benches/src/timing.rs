@@ -40,3 +40,13 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
     }
     xs[xs.len() / 2]
 }
+
+/// The `p`-th percentile (0..=100) of a sample, nearest rank.
+pub fn percentile(mut xs: Vec<f64>, p: f64) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * xs.len() as f64).ceil() as usize;
+    xs[rank.clamp(1, xs.len()) - 1]
+}

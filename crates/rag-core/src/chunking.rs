@@ -15,7 +15,9 @@ use crate::error::{InvalidInput, Result};
 use crate::ids::ChunkId;
 use crate::traits::{Chunker, Embedder};
 
-/// Counts the tokens a text costs.
+/// Counts the tokens a text costs. Every token covers at least one byte of the text
+/// (true of WordPiece, byte-level BPE and SentencePiece), so a text of `n` bytes never
+/// counts more than `n`: chunkers skip counting texts shorter than their budget.
 pub trait TokenCounter: Send + Sync {
     /// Tokens in `text`, without any special tokens a model adds around an input.
     fn count(&self, text: &str) -> Result<usize>;
@@ -104,6 +106,11 @@ impl RecursiveChunker {
 
     /// Byte ranges of the chunks of `text`, in order.
     pub fn split(&self, text: &str) -> Result<Vec<Range<usize>>> {
+        if text.len() <= self.max_tokens {
+            // At most one token per byte: the whole text fits without tokenizing.
+            let r = trimmed(text, 0..text.len());
+            return Ok(if r.is_empty() { Vec::new() } else { vec![r] });
+        }
         let mut pieces = Vec::new();
         self.pieces(text, 0..text.len(), 0, &mut pieces)?;
         Ok(self.pack(text, &pieces))

@@ -1,0 +1,251 @@
+//! Pipeline report: query latency of the retrieval path (cache miss: access, embed,
+//! cache lookup, access-filtered search, extractive answer) and of the cache-hit path
+//! (embed, lookup, provenance re-check), cache lookup p99, and ingest throughput
+//! beside the raw embedding rate on the same texts, in the same run.
+//!
+//! `cargo run --release -p rag-benches --bin pipeline -- --json PATH [--chunks N]
+//!  [--queries Q] [--threads T] [--groups G]`
+//!
+//! Text is synthetic (short sentences from a fixed vocabulary, one chunk per
+//! document); models, index, cache and pipeline are the real ones. Each document is
+//! readable by one of G groups, and the asking principal is in one: the filter lets
+//! 1/G of the chunks through.
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use rag_benches::args::Args;
+use rag_benches::timing::{median, percentile};
+use rag_cache::{CacheConfig, SemanticCache};
+use rag_core::pipeline::{Pipeline, PipelineConfig, QueryOptions};
+use rag_core::{
+    Acl, DocId, Document, Embedder, EmbedderTokens, Generation, GenerationRequest, Generator,
+    Metadata, Principal, RecursiveChunker, TokenControl, VectorIndex,
+};
+use rag_index::{HnswIndex, IndexConfig};
+use rag_infer::{EmbedderConfig, OnnxEmbedder, SessionOptions, assets};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const WORDS: &[&str] = &[
+    "index", "query", "answer", "budget", "policy", "vector", "graph", "search", "access",
+    "tenant", "group", "report", "model", "energy", "water", "health", "market", "school",
+    "family", "story", "field", "paper", "price", "light", "river", "mountain", "planet", "garden",
+    "harbor", "engine", "signal", "window", "bridge", "forest", "island", "winter", "summer",
+    "doctor", "teacher", "farmer", "pilot", "camera", "rocket", "violin", "coffee", "bread",
+    "cheese", "salmon", "orange", "silver", "copper", "marble", "canvas", "ladder",
+];
+
+fn sentence(rng: &mut StdRng, words: usize) -> String {
+    let mut s: Vec<&str> = (0..words)
+        .map(|_| WORDS[rng.random_range(0..WORDS.len())])
+        .collect();
+    s[0] = "the";
+    s.join(" ") + "."
+}
+
+/// Answers instantly with a citation marker, so answers get cached: the report
+/// measures the SDK's paths, not a language model.
+struct CiteFirst;
+
+impl Generator for CiteFirst {
+    fn name(&self) -> &str {
+        "cite-first"
+    }
+    fn context_window(&self) -> usize {
+        2048
+    }
+    fn count_tokens(&self, text: &str) -> rag_core::Result<usize> {
+        Ok(text.split_whitespace().count())
+    }
+    fn generate(
+        &self,
+        _: &GenerationRequest,
+        on_token: &mut dyn FnMut(&str) -> TokenControl,
+    ) -> rag_core::Result<Generation> {
+        on_token("See [1].");
+        Ok(Generation {
+            text: "See [1].".into(),
+            finish: rag_core::FinishReason::EndOfText,
+            prompt_tokens: 0,
+            generated_tokens: 1,
+            time_to_first_token_s: 0.0,
+            tokens_per_s: 0.0,
+        })
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse()?;
+    let chunks: usize = args.get("chunks", 100_000)?;
+    let queries: usize = args.get("queries", 300)?;
+    let threads: usize = args.get("threads", 2)?;
+    let groups: usize = args.get("groups", 10)?;
+    let sample: usize = args.get("sample", 2_000usize)?.min(chunks / 4).max(1);
+    if chunks < 8 || groups == 0 {
+        bail!("need --chunks >= 8 and --groups >= 1");
+    }
+
+    rag_infer::load_runtime(&assets::runtime_library())?;
+    let embedder = Arc::new(OnnxEmbedder::new(EmbedderConfig {
+        session: SessionOptions {
+            intra_threads: threads,
+            ..SessionOptions::default()
+        },
+        ..EmbedderConfig::pinned_minilm()
+    })?);
+    let index = Arc::new(HnswIndex::new(
+        embedder.fingerprint().clone(),
+        IndexConfig::builder()
+            .lexical(args.get("lexical", true)?)
+            .build()?,
+    )?);
+    let cache = Arc::new(SemanticCache::new(CacheConfig::default())?);
+    let dyn_embedder: Arc<dyn Embedder> = embedder.clone();
+    let pipeline = Pipeline::builder()
+        .chunker(Arc::new(RecursiveChunker::new(
+            200,
+            16,
+            Arc::new(EmbedderTokens(dyn_embedder.clone())),
+        )?))
+        .embedder(dyn_embedder)
+        .index(index.clone())
+        .generator(Arc::new(CiteFirst))
+        .cache(cache.clone())
+        .access(Arc::new(rag_acl::Directory::new(
+            rag_acl::Registration::Open,
+        )))
+        .config(PipelineConfig {
+            upsert_batch: args.get("upsert-batch", PipelineConfig::default().upsert_batch)?,
+            ..PipelineConfig::default()
+        })
+        .build()?;
+
+    let mut rng = StdRng::seed_from_u64(7);
+    let docs: Vec<Document> = (0..chunks)
+        .map(|i| {
+            let words = rng.random_range(10..16);
+            Document {
+                id: DocId::new(format!("doc-{i}")),
+                version: 1,
+                text: sentence(&mut rng, words),
+                metadata: Metadata::default(),
+                acl: Some(Acl::new("bench").allow_group(format!("g{}", i % groups))),
+            }
+        })
+        .collect();
+
+    // Ingest against raw embedding of the same texts, in alternating rounds of
+    // `sample` documents (each round ingests documents not ingested before).
+    let (mut ingest_rates, mut raw_rates) = (Vec::new(), Vec::new());
+    let mut ingested = 0;
+    let t_all = Instant::now();
+    for _ in 0..3 {
+        let slice = &docs[ingested..ingested + sample];
+        let texts: Vec<&str> = slice.iter().map(|d| d.text.as_str()).collect();
+        let t = Instant::now();
+        for batch in texts.chunks(PipelineConfig::default().embed_batch) {
+            embedder.embed(batch)?;
+        }
+        raw_rates.push(sample as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let r = pipeline.ingest(slice.to_vec())?;
+        ingest_rates.push(r.chunks as f64 / t.elapsed().as_secs_f64());
+        ingested += sample;
+        eprintln!(
+            "round: raw {:.0}/s, ingest {:.0}/s",
+            raw_rates.last().copied().unwrap_or(0.0),
+            ingest_rates.last().copied().unwrap_or(0.0)
+        );
+    }
+    let t = Instant::now();
+    let mut rest = docs[ingested..].to_vec();
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(5_000));
+        pipeline.ingest(std::mem::replace(&mut rest, tail))?;
+        eprint!("\r  ingested {}   ", index.stats().chunks);
+    }
+    eprintln!();
+    let bulk_rate = (chunks - ingested) as f64 / t.elapsed().as_secs_f64().max(1e-9);
+    let stats = index.stats();
+    if stats.chunks != chunks {
+        bail!("index holds {} chunks, expected {chunks}", stats.chunks);
+    }
+    eprintln!(
+        "ingested {chunks} chunks in {:.0} s",
+        t_all.elapsed().as_secs_f64()
+    );
+
+    let principal = Principal::new("bench", "reader").with_group("g0");
+    let questions: Vec<String> = (0..queries)
+        .map(|_| {
+            let words = rng.random_range(6..10);
+            sentence(&mut rng, words)
+        })
+        .collect();
+    // Warm-up, outside the measured runs.
+    for q in questions.iter().take(5) {
+        pipeline.query(
+            &principal,
+            q,
+            &QueryOptions {
+                bypass_cache: true,
+                ..QueryOptions::default()
+            },
+        )?;
+    }
+    cache.clear();
+    let mut miss = Vec::new();
+    let mut strategy = String::new();
+    for q in &questions {
+        let t = Instant::now();
+        let a = pipeline.query(&principal, q, &QueryOptions::default())?;
+        miss.push(t.elapsed().as_secs_f64() * 1e3);
+        if a.from_cache {
+            bail!("a first-time question was served from the cache");
+        }
+        strategy = a.strategy.map(|s| s.to_string()).unwrap_or_default();
+    }
+    let (mut hit, mut lookup) = (Vec::new(), Vec::new());
+    for q in &questions {
+        let t = Instant::now();
+        let a = pipeline.query(&principal, q, &QueryOptions::default())?;
+        hit.push(t.elapsed().as_secs_f64() * 1e3);
+        if !a.from_cache {
+            bail!("a repeated question missed the cache");
+        }
+        for s in &a.timings {
+            if s.stage == "cache_lookup" {
+                lookup.push(s.duration.as_secs_f64() * 1e3);
+            }
+        }
+    }
+    let report = serde_json::json!({
+        "chunks": chunks,
+        "retrieval_p50_ms": percentile(miss.clone(), 50.0),
+        "retrieval_p99_ms": percentile(miss, 99.0),
+        "cache_hit_p50_ms": percentile(hit.clone(), 50.0),
+        "cache_hit_p99_ms": percentile(hit, 99.0),
+        "cache_lookup_p50_ms": percentile(lookup.clone(), 50.0),
+        "cache_lookup_p99_ms": percentile(lookup, 99.0),
+        "ingest_chunks_per_s": median(ingest_rates.clone()),
+        "raw_embed_chunks_per_s": median(raw_rates.clone()),
+        "ingest_over_raw": median(ingest_rates.clone()) / median(raw_rates.clone()),
+        "ingest_rounds": ingest_rates,
+        "raw_embed_rounds": raw_rates,
+        "bulk_ingest_chunks_per_s": bulk_rate,
+        "queries": queries,
+        "selectivity": 1.0 / groups as f64,
+        "retrieval_strategy": strategy,
+        "threads": threads,
+        "cache": cache.stats().entries,
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = args.opt("json") {
+        fs_err::write(path, &text)?;
+    }
+    println!("{text}");
+    Ok(())
+}

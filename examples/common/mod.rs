@@ -1,0 +1,138 @@
+//! What the quickstart and the CLI share: loading the real models, reading a
+//! directory of text files into documents, and building the pipeline.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use rag_acl::{Directory, Registration};
+use rag_cache::{CacheConfig, SemanticCache};
+use rag_core::pipeline::{Pipeline, PipelineConfig};
+use rag_core::{
+    Acl, Citation, DocId, Document, Embedder, EmbedderTokens, MarkdownChunker, Metadata,
+    RecursiveChunker, VectorIndex,
+};
+use rag_infer::{EmbedderConfig, GeneratorConfig, OnnxEmbedder, OnnxGenerator, assets};
+use sha2::{Digest, Sha256};
+
+/// Chunk budget in MiniLM tokens: under its 254, leaving room for heading paths.
+pub const CHUNK_TOKENS: usize = 200;
+/// Tokens repeated between neighbouring chunks.
+pub const OVERLAP_TOKENS: usize = 24;
+/// File extensions read as text.
+const EXTENSIONS: [&str; 4] = ["md", "txt", "rst", "markdown"];
+
+/// The pinned embedder and generator, after loading ONNX Runtime.
+pub fn models() -> Result<(Arc<OnnxEmbedder>, Arc<OnnxGenerator>)> {
+    rag_infer::load_runtime(&assets::runtime_library())
+        .context("ONNX Runtime missing: run `python3 tools/assets.py fetch` first")?;
+    let embedder = Arc::new(OnnxEmbedder::new(EmbedderConfig::pinned_minilm())?);
+    let generator = Arc::new(OnnxGenerator::new(GeneratorConfig::smollm2("q4"))?);
+    Ok((embedder, generator))
+}
+
+/// A pipeline over `index` with the markdown chunker, the semantic cache and an
+/// open directory (principals are taken as authenticated).
+pub fn pipeline(
+    index: Arc<dyn VectorIndex>,
+    embedder: Arc<OnnxEmbedder>,
+    generator: Option<Arc<OnnxGenerator>>,
+) -> Result<Pipeline> {
+    let embedder: Arc<dyn Embedder> = embedder;
+    let chunker = MarkdownChunker::new(RecursiveChunker::new(
+        CHUNK_TOKENS,
+        OVERLAP_TOKENS,
+        Arc::new(EmbedderTokens(embedder.clone())),
+    )?);
+    let mut b = Pipeline::builder()
+        .chunker(Arc::new(chunker))
+        .embedder(embedder)
+        .index(index)
+        .cache(Arc::new(SemanticCache::new(CacheConfig::default())?))
+        .access(Arc::new(Directory::new(Registration::Open)))
+        .config(PipelineConfig::default());
+    if let Some(g) = generator {
+        b = b.generator(g);
+    }
+    Ok(b.build()?)
+}
+
+/// A file left out, and why.
+pub type Rejected = (PathBuf, String);
+
+/// Text files under `dir` (recursively, sorted), as documents with `acl`. The id is
+/// the path relative to `dir`; the version is derived from the content, so an
+/// unchanged file is skipped on re-ingestion. Files that are not UTF-8 are returned
+/// apart with the typed error, and nothing else is lost.
+pub fn read_dir(dir: &Path, acl: &Acl) -> Result<(Vec<Document>, Vec<Rejected>)> {
+    let mut files = Vec::new();
+    collect(dir, &mut files)?;
+    files.sort();
+    let mut docs = Vec::new();
+    let mut rejected = Vec::new();
+    for path in files {
+        let bytes = fs_err::read(&path)?;
+        let id = path
+            .strip_prefix(dir)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
+        let digest = Sha256::digest(&bytes);
+        let mut v = [0u8; 8];
+        v.copy_from_slice(&digest[..8]);
+        let version = u64::from_le_bytes(v) >> 1;
+        match Document::from_bytes(DocId::new(id.as_str()), version, bytes, Some(acl.clone())) {
+            Ok(mut d) if !d.text.trim().is_empty() => {
+                d.metadata = Metadata::default().with_source(path.display().to_string());
+                docs.push(d);
+            }
+            Ok(_) => rejected.push((path, "empty file".to_owned())),
+            Err(e) => rejected.push((path, e.to_string())),
+        }
+    }
+    Ok((docs, rejected))
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in fs_err::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.contains(&e))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// `doc_id bytes a..b` for a citation.
+pub fn cite(c: &Citation) -> String {
+    format!(
+        "{} bytes {}..{} (v{:x})",
+        c.doc_id, c.span.start, c.span.end, c.doc_version
+    )
+}
+
+/// A one-line progress bar on stderr.
+pub fn progress(done: usize, total: usize, chunks: usize, seconds: f64) {
+    let width = 30;
+    let filled = done * width / total.max(1);
+    eprint!(
+        "\r[{}{}] {done}/{total} files, {chunks} chunks, {:.1} s",
+        "#".repeat(filled),
+        " ".repeat(width - filled),
+        seconds
+    );
+    if done == total {
+        eprintln!();
+    }
+}
