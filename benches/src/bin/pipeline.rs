@@ -4,7 +4,8 @@
 //! beside the raw embedding rate on the same texts, in the same run.
 //!
 //! `cargo run --release -p rag-benches --bin pipeline -- --json PATH [--chunks N]
-//!  [--queries Q] [--threads T] [--groups G]`
+//!  [--queries Q] [--threads T] [--groups G] [--sample N] [--upsert-batch N]
+//!  [--lexical true|false]`
 //!
 //! Text is synthetic (short sentences from a fixed vocabulary, one chunk per
 //! document); models, index, cache and pipeline are the real ones. Each document is

@@ -207,11 +207,11 @@ impl SemanticCache {
         let partition = Self::partition(key);
         let q = key.question.normalized();
         let now = (self.clock)();
-        let mut inner = self.inner.lock();
-        let ids = inner.partitions.get(&partition)?.clone();
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
         let mut best: Option<(f32, u64)> = None;
         let mut expired = Vec::new();
-        for id in ids {
+        for &id in inner.partitions.get(&partition)? {
             let Some(e) = inner.entries.get(&id) else {
                 continue;
             };

@@ -52,6 +52,8 @@ fn analyzer() -> TextAnalyzer {
 
 /// A BM25 index of chunk texts by slot.
 pub(crate) struct Lexical {
+    /// The analyser, cloned per query (its stop-word set is shared, not rebuilt).
+    analyzer: TextAnalyzer,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
     /// Operations were written since the last commit.
@@ -87,7 +89,8 @@ impl Lexical {
             ),
         );
         let index = Index::create_in_ram(schema.build());
-        index.tokenizers().register(ANALYZER, analyzer());
+        let analyzer = analyzer();
+        index.tokenizers().register(ANALYZER, analyzer.clone());
         let writer = index
             .writer_with_num_threads(1, WRITER_BUDGET)
             .map_err(err("open writer"))?;
@@ -97,6 +100,7 @@ impl Lexical {
             .try_into()
             .map_err(err("open reader"))?;
         Ok(Self {
+            analyzer,
             reader,
             dirty: AtomicBool::new(false),
             writer: Mutex::new(writer),
@@ -159,7 +163,7 @@ impl Lexical {
     /// The analysed terms of `text`, in order, repeats kept (a repeated query word
     /// weighs more, as in the BM25 references).
     fn terms(&self, text: &str) -> Vec<Term> {
-        let mut analyzer = analyzer();
+        let mut analyzer = self.analyzer.clone();
         let mut stream = analyzer.token_stream(text);
         let mut terms = Vec::new();
         while stream.advance() {

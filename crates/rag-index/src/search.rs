@@ -188,13 +188,7 @@ impl HnswIndex {
             }
             .into());
         }
-        if k == 0 || k > self.config.max_k {
-            return Err(InvalidInput::InvalidK {
-                k,
-                max: self.config.max_k,
-            }
-            .into());
-        }
+        self.check_k(k)?;
         Ok(text)
     }
 
@@ -213,6 +207,11 @@ impl HnswIndex {
             }
             .into());
         }
+        self.check_k(k)?;
+        Ok(query.normalized())
+    }
+
+    fn check_k(&self, k: usize) -> Result<()> {
         if k == 0 || k > self.config.max_k {
             return Err(InvalidInput::InvalidK {
                 k,
@@ -220,7 +219,7 @@ impl HnswIndex {
             }
             .into());
         }
-        Ok(query.normalized())
+        Ok(())
     }
 
     /// The beam for a filter that lets `selectivity` of the chunks through. Down to

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::{Pipeline, QuestionPolicy, observe, prompt};
 use crate::access::{AccessFilter, Principal};
 use crate::answer::{Answer, GenerationRequest, SamplingParams, TokenControl};
-use crate::error::{Error, InvalidInput, Result};
+use crate::error::{InvalidInput, Result};
 use crate::hit::{SearchResult, SearchStrategy};
 use crate::retrieval::{RetrievalMode, SearchRequest};
 use crate::traits::CacheKey;
@@ -302,12 +302,7 @@ impl Pipeline {
             k,
             fusion: self.config.fusion,
         };
-        self.index.retrieve(&request, filter).map_err(|e| match e {
-            Error::Unsupported { .. } if mode != RetrievalMode::Dense => Error::Unsupported {
-                feature: "lexical or hybrid retrieval in this index",
-            },
-            other => other,
-        })
+        self.index.retrieve(&request, filter)
     }
 
     fn count_lookup(&self, hit: bool) {
