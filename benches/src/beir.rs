@@ -122,3 +122,46 @@ pub fn load(dir: &Path, split: &str) -> Result<Collection> {
         qrels,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn collection(corpus: &str, queries: &str, qrels: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::write(dir.path().join("corpus.jsonl"), corpus).unwrap();
+        fs_err::write(dir.path().join("queries.jsonl"), queries).unwrap();
+        fs_err::create_dir(dir.path().join("qrels")).unwrap();
+        fs_err::write(dir.path().join("qrels/test.tsv"), qrels).unwrap();
+        dir
+    }
+
+    const CORPUS: &str = "{\"_id\": \"d1\", \"title\": \"T\", \"text\": \"x\"}\n";
+    const QUERIES: &str = "{\"_id\": \"q1\", \"text\": \"x?\"}\n";
+
+    #[test]
+    fn loads_a_well_formed_collection() {
+        let dir = collection(CORPUS, QUERIES, "query-id\tcorpus-id\tscore\nq1\td1\t2\n");
+        let c = load(dir.path(), "test").unwrap();
+        assert_eq!(c.corpus[0].full_text(), "T x");
+        assert_eq!(c.queries, vec![("q1".to_owned(), "x?".to_owned())]);
+        assert_eq!(c.qrels["q1"]["d1"], 2);
+    }
+
+    #[test]
+    fn malformed_files_are_errors_naming_the_line() {
+        let bad_json = collection("{\"_id\": \"d1\"}\nnot json\n", QUERIES, "q1\td1\t1\n");
+        let e = load(bad_json.path(), "test").unwrap_err();
+        assert!(format!("{e:#}").contains("corpus.jsonl:2"), "{e:#}");
+        let bad_qrels = collection(CORPUS, QUERIES, "query-id\tcorpus-id\tscore\nq1\td1\n");
+        let e = load(bad_qrels.path(), "test").unwrap_err();
+        assert!(format!("{e:#}").contains("test.tsv:2"), "{e:#}");
+        let bad_grade = collection(CORPUS, QUERIES, "q1\td1\thigh\n");
+        assert!(load(bad_grade.path(), "test").is_err());
+        let unknown_query = collection(CORPUS, QUERIES, "q9\td1\t1\n");
+        let e = load(unknown_query.path(), "test").unwrap_err();
+        assert!(format!("{e:#}").contains("q9"), "{e:#}");
+        assert!(load(Path::new("/nonexistent/collection"), "test").is_err());
+    }
+}

@@ -345,6 +345,10 @@ fn bad_input_is_typed_and_loses_nothing() {
     assert!(
         matches!(bad, InvalidInput::Malformed { ref detail, .. } if detail.contains("byte 12"))
     );
+    assert!(matches!(
+        s.pipeline.delete(&DocId::new("never-ingested")),
+        Err(Error::NotFound { .. })
+    ));
     // Nothing accepted before was lost.
     assert_eq!(s.pipeline.index().stats().documents, 4);
 
