@@ -4,7 +4,8 @@
 //!
 //! Rounds alternate between the two, medians are reported.
 //!
-//! `cargo run --release -p rag-benches --bin embed -- --json PATH [--threads N] [--seconds S] [--rounds R]`
+//! `cargo run --release -p rag-benches --bin embed -- --json PATH [--threads N] [--seconds S] [--rounds R]
+//!  [--spinning true|false]`
 #![allow(clippy::print_stdout)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -86,6 +87,7 @@ fn main() -> Result<()> {
         max_batch: 256,
         session: SessionOptions {
             intra_threads: threads,
+            spinning: args.get("spinning", false)?,
             ..SessionOptions::default()
         },
         ..EmbedderConfig::pinned_minilm()

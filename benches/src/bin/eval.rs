@@ -4,7 +4,7 @@
 //! `cargo run --release -p rag-benches --bin eval -- --dataset DIR --json PATH
 //!  [--mode dense|lexical|hybrid|all] [--split test] [--passage-tokens N]
 //!  [--overlap N] [--rrf-k K] [--dense-weight W] [--lexical-weight W]
-//!  [--max-queries N] [--embed-cache DIR] [--threads N]`
+//!  [--max-queries N] [--embed-cache DIR] [--threads N] [--expansion-add N]`
 //!
 //! Documents are `title + " " + text`. With `--passage-tokens 0` each document is one
 //! chunk, truncated by the embedder at 256 tokens; otherwise documents are split into
@@ -101,7 +101,12 @@ fn main() -> Result<()> {
     let (embeddings, computed) = embed_cached(embedder.as_ref(), &texts, Some(&cache))?;
     let embed_seconds = t.elapsed().as_secs_f64();
     drop(texts);
-    let index = HnswIndex::new(embedder.fingerprint().clone(), IndexConfig::default())?;
+    let index = HnswIndex::new(
+        embedder.fingerprint().clone(),
+        IndexConfig::builder()
+            .expansion_add(args.get("expansion-add", IndexConfig::default().expansion_add)?)
+            .build()?,
+    )?;
     let insert_seconds = insert(&index, docs, embeddings)?;
     eprintln!(
         "embeddings {} in {embed_seconds:.1} s; inserted in {insert_seconds:.1} s",

@@ -2,7 +2,8 @@
 //! the prefill's FLOP rate beside the machine's own large-matrix-product rate, both
 //! measured in this run with the same ONNX Runtime.
 //!
-//! `cargo run --release -p rag-benches --bin generate -- --json PATH [--weights q4|fp32]`
+//! `cargo run --release -p rag-benches --bin generate -- --json PATH [--weights q4|fp32]
+//!  [--spinning true|false]`
 #![allow(clippy::print_stdout)]
 
 use std::process::Command;
@@ -44,6 +45,7 @@ fn main() -> Result<()> {
     rag_infer::load_runtime(&assets::runtime_library())?;
     let session = SessionOptions {
         intra_threads: threads,
+        spinning: args.get("spinning", true)?,
         ..SessionOptions::default()
     };
     let config = GeneratorConfig {

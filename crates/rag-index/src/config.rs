@@ -7,7 +7,11 @@ use rag_core::InvalidInput;
 pub struct IndexConfig {
     /// HNSW graph degree (usearch `connectivity`).
     pub connectivity: usize,
-    /// Beam width while inserting.
+    /// Beam width while inserting. 64 by default (usearch's own default is 128): on
+    /// SciFact's 11,854 MiniLM passage vectors both gave the same nDCG@10 (0.6582
+    /// against 0.6583) and Recall@100 (0.936), and 64 inserts 1.6x faster, which
+    /// moved pipeline ingest at 100k chunks from 0.85 to 0.90 of the raw embedding
+    /// rate. Raise it for collections where recall falls short.
     pub expansion_add: usize,
     /// Base beam width while searching; widened as the filter gets more selective.
     pub expansion_search: usize,
@@ -40,7 +44,7 @@ impl Default for IndexConfig {
     fn default() -> Self {
         Self {
             connectivity: 16,
-            expansion_add: 128,
+            expansion_add: 64,
             expansion_search: 64,
             max_concurrency: 64,
             exact_scan_max: 4096,

@@ -316,10 +316,12 @@ pub(crate) fn repacked(
     crate::hnsw::Hnsw::from_bytes(&bytes, dims, config)
 }
 
-/// Inserts vectors into the graph on all cores.
+/// Inserts vectors into the graph on all cores. One insert costs 0.1 to 1 ms (it
+/// grows with the graph) and a thread 15 µs to start, so even a pipeline's window of
+/// 64 chunks is worth splitting.
 pub(crate) fn add_parallel(hnsw: &crate::hnsw::Hnsw, items: &[(u32, &[f32])]) -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if items.len() < 256 || threads == 1 {
+    if items.len() < 16 || threads == 1 {
         return items.iter().try_for_each(|(k, v)| hnsw.add(*k, v));
     }
     let per = items.len().div_ceil(threads);

@@ -43,7 +43,12 @@ impl GeneratorConfig {
             name: None,
             context_window: None,
             sessions: 1,
-            session: SessionOptions::default(),
+            // Decoding is a tight loop of small runs, where waking parked threads
+            // costs: 71.6 against 66.1 tokens/s with spinning (`generate --spinning`).
+            session: SessionOptions {
+                spinning: true,
+                ..SessionOptions::default()
+            },
         }
     }
 

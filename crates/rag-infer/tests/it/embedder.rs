@@ -196,6 +196,7 @@ fn cuda_without_the_feature_is_an_error_not_a_cpu_fallback() {
         session: SessionOptions {
             device: Device::Cuda { ordinal: 0 },
             intra_threads: 1,
+            spinning: false,
         },
         ..EmbedderConfig::pinned_minilm()
     };
@@ -213,6 +214,7 @@ fn cuda_registration_never_falls_back_to_cpu() {
         session: SessionOptions {
             device: Device::Cuda { ordinal: 0 },
             intra_threads: 1,
+            spinning: false,
         },
         ..EmbedderConfig::pinned_minilm()
     };
