@@ -49,14 +49,6 @@ fn sentence(rng: &mut StdRng, words: usize) -> String {
     s.join(" ") + "."
 }
 
-/// The ingest ÷ raw ratio of each round (the same texts, back to back).
-fn rounds_json_ratios(rounds: &[serde_json::Value]) -> Vec<f64> {
-    rounds
-        .iter()
-        .filter_map(|r| r["ingest_over_raw"].as_f64())
-        .collect()
-}
-
 /// Answers instantly with a citation marker, so answers get cached: the report
 /// measures the SDK's paths, not a language model.
 struct CiteFirst;
@@ -162,7 +154,7 @@ fn main() -> Result<()> {
     // drift (this 2-core machine moved by 10% within one run) weighs on both alike.
     let window = 5_000usize;
     let mut checkpoints: Vec<usize> = (0..rounds).map(|i| i * chunks / rounds).collect();
-    let (mut round_reports, mut raw_rates) = (Vec::new(), Vec::new());
+    let (mut round_reports, mut raw_rates, mut paired) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ingest_seconds, mut embed_seconds) = (0.0f64, 0.0f64);
     let mut pos = 0;
     while pos < chunks {
@@ -187,6 +179,7 @@ fn main() -> Result<()> {
                 "ingest_chunks_per_s": ingest, "ingest_over_raw": ingest / raw,
             }));
             raw_rates.push(raw);
+            paired.push(ingest / raw);
             pos += sample;
             continue;
         }
@@ -207,7 +200,6 @@ fn main() -> Result<()> {
     }
     let ingest_rate = chunks as f64 / ingest_seconds.max(1e-9);
     let raw_rate = raw_rates.iter().sum::<f64>() / raw_rates.len().max(1) as f64;
-    let paired: Vec<f64> = rounds_json_ratios(&round_reports);
     eprintln!(
         "ingested {chunks} chunks in {ingest_seconds:.0} s ({:.0}% of it embedding)",
         100.0 * embed_seconds / ingest_seconds.max(1e-9)
