@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use rag_acl::{AuditAction, AuditEvent, AuditLog, Directory, Outcome, Registration};
 use rag_core::{
-    AccessResolver, Acl, ChatMessage, Chunk, ChunkId, DocId, DocumentUpdate, EmbeddedChunk,
+    AccessResolver, Acl, ChatMessage, Chunk, ChunkId, DocId, DocKey, DocumentUpdate, EmbeddedChunk,
     Embedder, GenerationRequest, Metadata, Principal, Role, SamplingParams, Span, TenantId,
     TokenControl, VectorIndex,
 };
@@ -111,14 +111,17 @@ fn main() -> Result<()> {
                 acl.allow_group(lab)
             };
             let doc_id = DocId::new(&corpus[i].0);
+            let key = DocKey::new(acl.tenant.clone(), doc_id.clone());
             updates.push(DocumentUpdate {
-                doc_id: doc_id.clone(),
+                tenant: key.tenant.clone(),
+                doc_id,
                 version: 1,
                 acl: Some(acl),
                 metadata: Metadata::default().with_title(corpus[i].1.clone()),
+                content_hash: None,
                 chunks: vec![EmbeddedChunk {
                     chunk: Chunk {
-                        id: ChunkId::derive(&doc_id, 0),
+                        id: ChunkId::derive(&key, 0),
                         ordinal: 0,
                         span: Span::new(0, body.len()),
                         text: body.clone(),

@@ -5,19 +5,19 @@
 //! `cargo run --release -p rag-examples --example quickstart [DIR] [QUESTION...]`
 //!
 //! DIR defaults to this repository's `docs/` and README. Every file is readable by
-//! group `readers` of tenant `local`: `ann` is in it, `eve` is not.
+//! group `readers` of tenant `local`: `ann` is in it, `eve` is not. The index is a
+//! durable store in `$RAG_SDK_STATE` (default `target/quickstart-store`): a second
+//! run recovers it and embeds only what changed.
 #![allow(clippy::print_stdout)]
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
 use rag_core::pipeline::QueryOptions;
 use rag_core::{Acl, Principal, RetrievalMode};
-use rag_index::{HnswIndex, IndexConfig};
 
 const QUESTIONS: [&str; 3] = [
     "How does the index apply access control during a search?",
@@ -46,11 +46,15 @@ fn main() -> Result<()> {
     let t = Instant::now();
     let (embedder, generator) = common::models()?;
     println!("models loaded in {:.1} s", t.elapsed().as_secs_f64());
-    let index = Arc::new(HnswIndex::new(
-        rag_core::Embedder::fingerprint(embedder.as_ref()).clone(),
-        IndexConfig::default(),
-    )?);
-    let pipeline = common::pipeline(index, embedder, Some(generator))?;
+    let state = std::env::var_os("RAG_SDK_STATE")
+        .map_or_else(|| root.join("target/quickstart-store"), PathBuf::from);
+    let (index, recovery) = common::open_store(&state, embedder.as_ref())?;
+    println!(
+        "{} ({})",
+        common::describe_recovery(&recovery),
+        state.display()
+    );
+    let pipeline = common::pipeline(index.clone(), embedder, Some(generator))?;
 
     let acl = Acl::new("local").allow_group("readers");
     let mut docs = Vec::new();
@@ -65,10 +69,11 @@ fn main() -> Result<()> {
         let (readme, _) = common::read_dir(&root, &acl)?;
         docs.extend(readme.into_iter().filter(|d| d.id.as_str() == "README.md"));
     }
+    common::assign_versions(index.as_ref(), &mut docs)?;
     let report = pipeline.ingest(docs)?;
     println!(
-        "ingested {} documents as {} chunks in {:.1} s ({:.1} s embedding)",
-        report.upserted, report.chunks, report.seconds, report.embed_seconds
+        "ingested {} documents as {} chunks in {:.1} s ({:.1} s embedding); {} unchanged",
+        report.upserted, report.chunks, report.seconds, report.embed_seconds, report.unchanged
     );
 
     let ann = Principal::new("local", "ann").with_group("readers");

@@ -1,26 +1,25 @@
-//! A command-line tool on the SDK's public API, keeping its index in a state
-//! directory (a snapshot) between runs.
+//! A command-line tool on the SDK's public API, keeping its index in a durable
+//! store (write-ahead log and checkpoints) in a state directory between runs.
 //!
 //! ```text
 //! cargo run --release -p rag-examples --example rag -- [--state DIR] COMMAND
 //!   ingest DIR [--tenant T] [--group G]    add or update the text files under DIR
 //!   query QUESTION... [--tenant T] [--user U] [--groups G1,G2] [--mode dense|lexical|hybrid]
-//!   snapshot DIR                            write the index to DIR
+//!   snapshot DIR                            export the index to DIR (a backup)
 //!   restore DIR                             replace the state with the snapshot in DIR
-//!   stats                                   counters and health
+//!   stats                                   counters, store and health
 //! ```
 #![allow(clippy::print_stdout)]
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use rag_core::pipeline::QueryOptions;
-use rag_core::{Acl, Embedder, ModelFingerprint, Principal, VectorIndex};
-use rag_index::{HnswIndex, IndexConfig};
+use rag_core::{Acl, Principal, VectorIndex};
+use rag_index::{DurableIndex, HnswIndex, IndexConfig, StoreOptions};
 
 /// Files per ingest call (and per progress update).
 const INGEST_BATCH: usize = 16;
@@ -84,42 +83,42 @@ impl Cli {
     }
 }
 
-/// The stored index, or an empty one when there is no state yet.
-fn open_index(state: &Path, fingerprint: &ModelFingerprint) -> Result<HnswIndex> {
-    if state.join("MANIFEST.json").is_file() {
-        Ok(HnswIndex::restore(
-            state,
-            Some(fingerprint),
-            IndexConfig::default(),
-        )?)
-    } else {
-        Ok(HnswIndex::new(fingerprint.clone(), IndexConfig::default())?)
-    }
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse()?;
     match cli.command.as_str() {
         "restore" => {
-            // Verify the snapshot fully before it replaces the state.
+            // Verify the snapshot fully, build a new store from it beside the old
+            // one, and only then swap them.
             let from = PathBuf::from(cli.arg("a snapshot directory")?);
             let index = HnswIndex::restore(&from, None, IndexConfig::default())?;
-            fs_err::create_dir_all(&cli.state)?;
-            let r = index.snapshot(&cli.state)?;
+            let fresh = sibling(&cli.state, "restoring")?;
+            let (store, _) = DurableIndex::create_from(&fresh, &index, StoreOptions::default())?;
+            let s = store.stats();
+            drop(store);
+            let old = sibling(&cli.state, "replaced")?;
+            if cli.state.exists() {
+                fs_err::rename(&cli.state, &old)?;
+            }
+            fs_err::rename(&fresh, &cli.state)?;
+            if old.exists() {
+                fs_err::remove_dir_all(&old)?;
+            }
             println!(
                 "restored {} documents, {} chunks into {}",
-                r.manifest.documents,
-                r.manifest.chunks,
+                s.documents,
+                s.chunks,
                 cli.state.display()
             );
             return Ok(());
         }
         "snapshot" => {
             let to = PathBuf::from(cli.arg("a target directory")?);
-            let index = HnswIndex::restore(&cli.state, None, IndexConfig::default())
-                .with_context(|| format!("no state in {}", cli.state.display()))?;
+            // The store's newest checkpoint plus its log: open it (recovering) and
+            // export the index as one snapshot.
+            let (embedder, _) = common::models()?;
+            let (store, _) = common::open_store(&cli.state, embedder.as_ref())?;
             fs_err::create_dir_all(&to)?;
-            let r = index.snapshot(&to)?;
+            let r = store.index().snapshot(&to)?;
             println!("wrote {} bytes to {}", r.bytes, to.display());
             return Ok(());
         }
@@ -127,13 +126,15 @@ fn main() -> Result<()> {
     }
 
     let (embedder, generator) = common::models()?;
-    let index = Arc::new(open_index(&cli.state, embedder.fingerprint())?);
+    let (index, recovery) = common::open_store(&cli.state, embedder.as_ref())?;
+    eprintln!("{}", common::describe_recovery(&recovery));
     match cli.command.as_str() {
         "ingest" => {
             let dir = PathBuf::from(cli.arg("a directory")?);
             let acl = Acl::new(cli.opt("tenant", "local")).allow_group(cli.opt("group", "readers"));
             let pipeline = common::pipeline(index.clone(), embedder, None)?;
-            let (docs, rejected) = common::read_dir(&dir, &acl)?;
+            let (mut docs, rejected) = common::read_dir(&dir, &acl)?;
+            common::assign_versions(index.as_ref(), &mut docs)?;
             for (path, why) in &rejected {
                 eprintln!("skipped {}: {why}", path.display());
             }
@@ -149,8 +150,6 @@ fn main() -> Result<()> {
                 unchanged += r.unchanged;
                 common::progress(done, total, chunks, t.elapsed().as_secs_f64());
             }
-            fs_err::create_dir_all(&cli.state)?;
-            index.snapshot(&cli.state)?;
             let s = index.stats();
             println!(
                 "{total} files ({unchanged} unchanged, {} rejected): {chunks} chunks embedded; index holds {} documents, {} chunks",
@@ -198,8 +197,13 @@ fn main() -> Result<()> {
             let s = index.stats();
             let h = pipeline.health();
             println!(
-                "documents {}  chunks {}  generation {}  tombstones {}",
-                s.documents, s.chunks, s.generation, s.tombstones
+                "documents {}  chunks {}  generation {}  tombstones {}  last write {}  log {} bytes",
+                s.documents,
+                s.chunks,
+                s.generation,
+                s.tombstones,
+                s.sequence,
+                index.log_bytes()
             );
             println!(
                 "health {:?}; embedder {} on {:?}; generator {:?}; reasons {:?}",
@@ -209,4 +213,21 @@ fn main() -> Result<()> {
         other => bail!("unknown command {other:?}"),
     }
     Ok(())
+}
+
+/// `DIR.suffix` beside `dir`, which must not exist yet.
+fn sibling(dir: &Path, suffix: &str) -> Result<PathBuf> {
+    let name = dir
+        .file_name()
+        .with_context(|| format!("{} has no file name", dir.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let p = dir.with_file_name(format!("{name}.{suffix}"));
+    if p.exists() {
+        bail!(
+            "{} exists (left by an interrupted restore?); remove it first",
+            p.display()
+        );
+    }
+    Ok(p)
 }

@@ -1,8 +1,8 @@
 //! A clustered vector corpus with tag ACLs of known selectivity.
 
 use rag_core::{
-    AccessFilter, Acl, Chunk, ChunkId, DocId, DocumentUpdate, EmbeddedChunk, Embedding, Metadata,
-    ModelFingerprint, Principal, Span,
+    AccessFilter, Acl, Chunk, ChunkId, DocId, DocKey, DocumentUpdate, EmbeddedChunk, Embedding,
+    Metadata, ModelFingerprint, Principal, Span,
 };
 use rag_index::IndexConfig;
 use rand::rngs::SmallRng;
@@ -121,14 +121,17 @@ impl Corpus {
             .map(|i| {
                 let doc_id = DocId::new(format!("d{i}"));
                 let text = format!("document {i} of the clustered corpus");
+                let key = DocKey::new("acme", doc_id.clone());
                 DocumentUpdate {
-                    doc_id: doc_id.clone(),
+                    tenant: key.tenant.clone(),
+                    doc_id,
                     version: 1,
                     acl: Some(self.acl(i)),
                     metadata: Metadata::default(),
+                    content_hash: None,
                     chunks: vec![EmbeddedChunk {
                         chunk: Chunk {
-                            id: ChunkId::derive(&doc_id, 0),
+                            id: ChunkId::derive(&key, 0),
                             ordinal: 0,
                             span: Span::new(0, text.len()),
                             text,

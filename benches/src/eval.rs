@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use rag_core::{
-    AccessFilter, Acl, Chunk, ChunkId, Chunker, DocId, Document, DocumentUpdate, EmbeddedChunk,
-    Embedder, Embedding, Fusion, Metadata, Principal, RecursiveChunker, RetrievalMode,
-    SearchRequest, Span, VectorIndex,
+    AccessFilter, Acl, Chunk, ChunkId, Chunker, DocId, DocKey, Document, DocumentUpdate,
+    EmbeddedChunk, Embedder, Embedding, Fusion, Metadata, Principal, RecursiveChunker,
+    RetrievalMode, SearchRequest, Span, VectorIndex,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -26,10 +26,13 @@ const UPSERT_BATCH: usize = 512;
 const EMBED_BATCH: usize = 256;
 
 /// The one principal the evaluation searches as; every document allows its group.
+/// The tenant the collection is indexed under.
+pub const TENANT: &str = "eval";
+
 pub fn reader() -> (Acl, AccessFilter) {
-    let acl = Acl::new("eval").allow_group("readers");
+    let acl = Acl::new(TENANT).allow_group("readers");
     let filter =
-        AccessFilter::for_principal(&Principal::new("eval", "evaluator").with_group("readers"));
+        AccessFilter::for_principal(&Principal::new(TENANT, "evaluator").with_group("readers"));
     (acl, filter)
 }
 
@@ -46,15 +49,17 @@ pub fn chunk_corpus(
             continue;
         }
         let id = DocId::new(d.id.as_str());
+        let key = DocKey::new(TENANT, id.clone());
         let chunks = match chunker {
             None => vec![Chunk {
-                id: ChunkId::derive(&id, 0),
+                id: ChunkId::derive(&key, 0),
                 ordinal: 0,
                 span: Span::new(0, text.len()),
                 text,
                 context: None,
             }],
             Some(c) => c.chunk(&Document {
+                tenant: key.tenant.clone(),
                 id: id.clone(),
                 version: 1,
                 text,
@@ -151,10 +156,12 @@ pub fn insert(
             })
             .collect::<Result<Vec<_>>>()?;
         batch.push(DocumentUpdate {
+            tenant: acl.tenant.clone(),
             doc_id,
             version: 1,
             acl: Some(acl.clone()),
             metadata: Metadata::default(),
+            content_hash: None,
             chunks,
         });
         if batch.len() == UPSERT_BATCH {

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use rag_acl::{Directory, Registration};
 use rag_cache::{CacheConfig, SemanticCache};
+use rag_core::pipeline::content_hash;
 use rag_core::pipeline::{Pipeline, PipelineConfig};
 use rag_core::{
     Acl, Citation, DocId, Document, Embedder, EmbedderTokens, MarkdownChunker, Metadata,
     RecursiveChunker, VectorIndex,
 };
+use rag_index::{DurableIndex, IndexConfig, RecoveryReport, StoreOptions};
 use rag_infer::{EmbedderConfig, GeneratorConfig, OnnxEmbedder, OnnxGenerator, assets};
-use sha2::{Digest, Sha256};
 
 /// Chunk budget in MiniLM tokens: under its 254, leaving room for heading paths.
 pub const CHUNK_TOKENS: usize = 200;
@@ -61,10 +62,63 @@ pub fn pipeline(
 /// A file left out, and why.
 pub type Rejected = (PathBuf, String);
 
-/// Text files under `dir` (recursively, sorted), as documents with `acl`. The id is
-/// the path relative to `dir`; the version is derived from the content, so an
-/// unchanged file is skipped on re-ingestion. Files that are not UTF-8 are returned
-/// apart with the typed error, and nothing else is lost.
+/// Opens (or creates) the durable store in `dir` for the embedder's model, and
+/// says what recovery found.
+pub fn open_store(
+    dir: &Path,
+    embedder: &dyn Embedder,
+) -> Result<(Arc<DurableIndex>, RecoveryReport)> {
+    let (store, report) = DurableIndex::open(
+        dir,
+        embedder.fingerprint().clone(),
+        IndexConfig::default(),
+        StoreOptions::default(),
+    )
+    .with_context(|| format!("opening the store in {}", dir.display()))?;
+    Ok((Arc::new(store), report))
+}
+
+/// One line about a recovery.
+pub fn describe_recovery(r: &RecoveryReport) -> String {
+    format!(
+        "store recovered to write {} ({} from checkpoint{}, {} log records replayed{}) in {:.2} s",
+        r.last_sequence,
+        r.checkpoint.map_or(0, |c| c),
+        if r.checkpoint.is_none() { " none" } else { "" },
+        r.records_replayed,
+        if r.bytes_cut > 0 {
+            format!(", {} bytes of torn tail cut", r.bytes_cut)
+        } else {
+            String::new()
+        },
+        r.seconds
+    )
+}
+
+/// Gives each document the version it should be written at: the stored version if
+/// its content is unchanged (so ingestion skips it), the next one if it changed,
+/// 1 if it is new. Versions only move forward.
+pub fn assign_versions(index: &dyn VectorIndex, docs: &mut [Document]) -> Result<()> {
+    for d in docs {
+        d.version = match index.document(&d.key())? {
+            None => 1,
+            Some(stored) => {
+                d.version = stored.version;
+                if stored.content_hash == Some(content_hash(d)) {
+                    stored.version
+                } else {
+                    stored.version + 1
+                }
+            }
+        };
+    }
+    Ok(())
+}
+
+/// Text files under `dir` (recursively, sorted), as documents of `acl`'s tenant
+/// with `acl`, at version 1 (see [`assign_versions`]). The id is the path relative
+/// to `dir`. Files that are not UTF-8 are returned apart with the typed error, and
+/// nothing else is lost.
 pub fn read_dir(dir: &Path, acl: &Acl) -> Result<(Vec<Document>, Vec<Rejected>)> {
     let mut files = Vec::new();
     collect(dir, &mut files)?;
@@ -78,11 +132,13 @@ pub fn read_dir(dir: &Path, acl: &Acl) -> Result<(Vec<Document>, Vec<Rejected>)>
             .unwrap_or(&path)
             .to_string_lossy()
             .into_owned();
-        let digest = Sha256::digest(&bytes);
-        let mut v = [0u8; 8];
-        v.copy_from_slice(&digest[..8]);
-        let version = u64::from_le_bytes(v) >> 1;
-        match Document::from_bytes(DocId::new(id.as_str()), version, bytes, Some(acl.clone())) {
+        match Document::from_bytes(
+            acl.tenant.clone(),
+            DocId::new(id.as_str()),
+            1,
+            bytes,
+            Some(acl.clone()),
+        ) {
             Ok(mut d) if !d.text.trim().is_empty() => {
                 d.metadata = Metadata::default().with_source(path.display().to_string());
                 docs.push(d);
@@ -117,7 +173,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// `doc_id bytes a..b` for a citation.
 pub fn cite(c: &Citation) -> String {
     format!(
-        "{} bytes {}..{} (v{:x})",
+        "{} bytes {}..{} (v{})",
         c.doc_id, c.span.start, c.span.end, c.doc_version
     )
 }

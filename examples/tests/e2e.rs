@@ -10,8 +10,8 @@ use rag_acl::{Directory, Registration};
 use rag_cache::{CacheConfig, SemanticCache};
 use rag_core::pipeline::{Pipeline, PipelineConfig, QueryOptions};
 use rag_core::{
-    AccessFilter, AccessResolver, Acl, DocId, Document, Embedder, EmbedderTokens, MarkdownChunker,
-    Metadata, Principal, RecursiveChunker, VectorIndex,
+    AccessFilter, AccessResolver, Acl, DocId, DocKey, Document, Embedder, EmbedderTokens,
+    MarkdownChunker, Metadata, Principal, RecursiveChunker, VectorIndex,
 };
 use rag_index::{HnswIndex, IndexConfig};
 use rag_infer::{EmbedderConfig, GeneratorConfig, OnnxEmbedder, OnnxGenerator, assets};
@@ -71,6 +71,7 @@ fn world() -> World {
 
 fn doc(id: &str, version: u64, text: &str, acl: Acl) -> Document {
     Document {
+        tenant: acl.tenant.clone(),
         id: DocId::new(id),
         version,
         text: text.into(),
@@ -117,7 +118,7 @@ fn assert_visible(w: &World, p: &Principal, citations: &[rag_core::Citation]) {
     for c in citations {
         let info = w
             .index
-            .document(&c.doc_id)
+            .document(&DocKey::new(p.tenant.clone(), c.doc_id.clone()))
             .unwrap()
             .expect("cited a deleted document");
         assert!(
@@ -200,7 +201,9 @@ fn answers_respect_access_edits_and_deletes() {
 
     // Deleted: gone from answers and from the cache.
     assert!(w.pipeline.query(&lead, q, &o).unwrap().from_cache);
-    w.pipeline.delete(&DocId::new("acme/launch")).unwrap();
+    w.pipeline
+        .delete(&DocKey::new("acme", "acme/launch"))
+        .unwrap();
     let a3 = w.pipeline.query(&lead, q, &o).unwrap();
     assert!(!a3.from_cache);
     assert!(
@@ -258,7 +261,7 @@ fn ingest_while_querying_from_several_threads() {
     for i in 0..12 {
         let info = w
             .index
-            .document(&DocId::new(format!("acme/note-{i}")))
+            .document(&DocKey::new("acme", format!("acme/note-{i}")))
             .unwrap()
             .unwrap();
         assert_eq!(info.chunk_ids.len(), 1);

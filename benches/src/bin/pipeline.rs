@@ -137,6 +137,7 @@ fn main() -> Result<()> {
         .map(|i| {
             let words = rng.random_range(10..16);
             Document {
+                tenant: "bench".into(),
                 id: DocId::new(format!("doc-{i}")),
                 version: 1,
                 text: sentence(&mut rng, words),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rag_core::{
-    AccessFilter, Answer, AnswerCache, CacheKey, Citation, DocId, ModelId, VectorIndex,
+    AccessFilter, Answer, AnswerCache, CacheKey, Citation, DocKey, ModelId, VectorIndex,
 };
 
 use crate::config::CacheConfig;
@@ -60,7 +60,8 @@ struct Entry {
 struct Inner {
     entries: HashMap<u64, Entry>,
     partitions: HashMap<Arc<Partition>, Vec<u64>>,
-    by_doc: HashMap<DocId, HashSet<u64>>,
+    /// Entries by the documents they cite (each entry is of one tenant: its scope's).
+    by_doc: HashMap<DocKey, HashSet<u64>>,
     lru: BTreeMap<u64, u64>,
     bytes: usize,
     tick: u64,
@@ -79,10 +80,11 @@ impl Inner {
             }
         }
         for c in &e.answer.citations {
-            if let Some(set) = self.by_doc.get_mut(&c.doc_id) {
+            let key = DocKey::new(e.partition.scope.tenant().clone(), c.doc_id.clone());
+            if let Some(set) = self.by_doc.get_mut(&key) {
                 set.remove(&id);
                 if set.is_empty() {
-                    self.by_doc.remove(&c.doc_id);
+                    self.by_doc.remove(&key);
                 }
             }
         }
@@ -242,7 +244,8 @@ impl SemanticCache {
         index: &dyn VectorIndex,
     ) -> rag_core::Result<bool> {
         for c in &answer.citations {
-            let Some(info) = index.document(&c.doc_id)? else {
+            let key = DocKey::new(scope.tenant().clone(), c.doc_id.clone());
+            let Some(info) = index.document(&key)? else {
                 return Ok(false);
             };
             if info.version != c.doc_version
@@ -316,7 +319,11 @@ impl AnswerCache for SemanticCache {
         inner.tick += 1;
         let (id, tick) = (inner.next_id, inner.tick);
         for c in &answer.citations {
-            inner.by_doc.entry(c.doc_id.clone()).or_default().insert(id);
+            inner
+                .by_doc
+                .entry(DocKey::new(key.scope.tenant().clone(), c.doc_id.clone()))
+                .or_default()
+                .insert(id);
         }
         inner
             .partitions
@@ -339,7 +346,7 @@ impl AnswerCache for SemanticCache {
         Ok(())
     }
 
-    fn invalidate(&self, docs: &BTreeSet<DocId>) -> rag_core::Result<usize> {
+    fn invalidate(&self, docs: &BTreeSet<DocKey>) -> rag_core::Result<usize> {
         let mut inner = self.inner.lock();
         let ids: BTreeSet<u64> = docs
             .iter()

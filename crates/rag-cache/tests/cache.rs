@@ -11,9 +11,48 @@ use proptest::prelude::*;
 use rag_cache::{CacheConfig, SemanticCache};
 use rag_core::testing::{FlatIndex, HashEmbedder};
 use rag_core::{
-    AccessFilter, Acl, Answer, AnswerCache, CacheKey, Chunk, ChunkId, Citation, DocId,
-    DocumentUpdate, EmbeddedChunk, Embedder, Embedding, Metadata, Principal, Span, VectorIndex,
+    AccessFilter, Acl, Answer, AnswerCache, CacheKey, Chunk, ChunkId, Citation, DocId, DocKey,
+    DocumentInfo, DocumentUpdate, EmbeddedChunk, Embedder, Embedding, IndexStats, Metadata,
+    ModelFingerprint, Principal, SearchResult, Span, VectorIndex, WriteOp, WriteReport,
 };
+
+/// Test documents without an ACL belong to this tenant.
+const DEFAULT_TENANT: &str = "acme";
+
+fn dkey(id: &str) -> DocKey {
+    DocKey::new(DEFAULT_TENANT, id)
+}
+
+/// An index that reports one document as visible to nobody: what a reader sees
+/// when access is revoked by a write the cache was not told about.
+struct Revoked<'a> {
+    inner: &'a FlatIndex,
+    doc: DocKey,
+}
+
+impl VectorIndex for Revoked<'_> {
+    fn fingerprint(&self) -> &ModelFingerprint {
+        self.inner.fingerprint()
+    }
+    fn apply(&self, op: WriteOp) -> rag_core::Result<WriteReport> {
+        self.inner.apply(op)
+    }
+    fn search(&self, q: &Embedding, k: usize, f: &AccessFilter) -> rag_core::Result<SearchResult> {
+        self.inner.search(q, k, f)
+    }
+    fn document(&self, key: &DocKey) -> rag_core::Result<Option<DocumentInfo>> {
+        let info = self.inner.document(key)?;
+        Ok(info.map(|mut i| {
+            if key == &self.doc {
+                i.acl = None;
+            }
+            i
+        }))
+    }
+    fn stats(&self) -> IndexStats {
+        self.inner.stats()
+    }
+}
 
 fn embedder() -> HashEmbedder {
     HashEmbedder::new(32).unwrap()
@@ -21,16 +60,22 @@ fn embedder() -> HashEmbedder {
 
 fn upsert(index: &FlatIndex, e: &HashEmbedder, id: &str, version: u64, acl: Option<Acl>) {
     let doc_id = DocId::new(id);
+    let tenant = acl
+        .as_ref()
+        .map_or_else(|| DEFAULT_TENANT.into(), |a| a.tenant.clone());
+    let key = DocKey::new(tenant.clone(), doc_id.clone());
     let text = format!("document {id} version {version}");
     index
         .upsert(vec![DocumentUpdate {
+            tenant,
             doc_id: doc_id.clone(),
             version,
             acl,
             metadata: Metadata::default(),
+            content_hash: None,
             chunks: vec![EmbeddedChunk {
                 chunk: Chunk {
-                    id: ChunkId::derive(&doc_id, 0),
+                    id: ChunkId::derive(&key, 0),
                     ordinal: 0,
                     span: Span::new(0, text.len()),
                     text: text.clone(),
@@ -49,7 +94,7 @@ fn citing(index: &FlatIndex, ids: &[&str]) -> Answer {
             .iter()
             .map(|id| {
                 let doc_id = DocId::new(*id);
-                let info = index.document(&doc_id).unwrap().unwrap();
+                let info = index.document(&dkey(id)).unwrap().unwrap();
                 Citation {
                     doc_id,
                     doc_version: info.version,
@@ -148,19 +193,16 @@ fn changed_hidden_or_invalidated_citations_are_never_served() {
     assert_eq!(cache.stats().stale_rejections, 1);
     assert_eq!(cache.stats().entries, 0);
 
-    // Same version, but the caller lost access (the ACL changed in place).
+    // Same version, but the caller lost access by a write the cache was not told
+    // of (versions only move forward, so the index reports it through a double).
     cache
         .store(&key(&q, &scope), &citing(&index, &["a"]))
         .unwrap();
-    let a = index.document(&DocId::new("a")).unwrap().unwrap();
-    upsert(
-        &index,
-        &e,
-        "a",
-        a.version,
-        Some(Acl::new("acme").allow_group("hr")),
-    );
-    assert!(cache.lookup(&key(&q, &scope), &index).unwrap().is_none());
+    let revoked = Revoked {
+        inner: &index,
+        doc: dkey("a"),
+    };
+    assert!(cache.lookup(&key(&q, &scope), &revoked).unwrap().is_none());
     assert_eq!(cache.stats().stale_rejections, 2);
 
     // Invalidation drops every entry citing the document, and only those.
@@ -178,14 +220,12 @@ fn changed_hidden_or_invalidated_citations_are_never_served() {
     cache
         .store(&key(&q2, &scope), &citing(&index, &["b"]))
         .unwrap();
-    let dropped = cache
-        .invalidate(&BTreeSet::from([DocId::new("a")]))
-        .unwrap();
+    let dropped = cache.invalidate(&BTreeSet::from([dkey("a")])).unwrap();
     assert_eq!(dropped, 1);
     assert!(cache.lookup(&key(&q, &scope), &index).unwrap().is_none());
     assert!(cache.lookup(&key(&q2, &scope), &index).unwrap().is_some());
     // Deleted documents are stale too.
-    index.delete(&DocId::new("b")).unwrap();
+    index.delete(&dkey("b")).unwrap();
     assert!(cache.lookup(&key(&q2, &scope), &index).unwrap().is_none());
     // Answers citing nothing are not kept.
     cache
@@ -386,21 +426,26 @@ proptest! {
         }
         for (v, (d, (t, allow, deny), delete, tell)) in changes.into_iter().enumerate() {
             let id = format!("d{}", d % docs.len());
+            // The change names a tenant: it touches that tenant's document `id`
+            // (versions only move forward, so each change is a new version).
+            let tenant = ["acme", "globex"][t];
+            let k = DocKey::new(tenant, id.as_str());
             if delete {
-                let _ = index.delete(&DocId::new(&id));
+                let _ = index.delete(&k);
             } else {
-                // Half the changes keep the version: an ACL edited in place.
-                let version = if v % 2 == 0 { 1 } else { 2 + v as u64 };
-                upsert(&index, &e, &id, version, acl(t, &allow, deny));
+                let a = acl(t, &allow, deny).or_else(|| Some(Acl::new(tenant)));
+                upsert(&index, &e, &id, 2 + v as u64, a);
             }
             if tell {
-                cache.invalidate(&BTreeSet::from([DocId::new(&id)])).unwrap();
+                cache.invalidate(&BTreeSet::from([k])).unwrap();
             }
         }
         for f in &filters {
             if let Some(a) = cache.lookup(&key(&q, f), &index).unwrap() {
                 for c in &a.citations {
-                    let info = index.document(&c.doc_id).unwrap();
+                    let info = index
+                        .document(&DocKey::new(f.tenant().clone(), c.doc_id.clone()))
+                        .unwrap();
                     let info = info.expect("served a citation of a deleted document");
                     prop_assert!(f.permits(info.acl.as_ref()), "leak of {}", c.doc_id);
                     prop_assert_eq!(info.version, c.doc_version);

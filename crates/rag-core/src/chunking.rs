@@ -227,12 +227,13 @@ impl Chunker for RecursiveChunker {
     }
 
     fn chunk(&self, doc: &Document) -> Result<Vec<Chunk>> {
+        let key = doc.key();
         Ok(self
             .split(&doc.text)?
             .into_iter()
             .enumerate()
             .map(|(i, r)| Chunk {
-                id: ChunkId::derive(&doc.id, i as u32),
+                id: ChunkId::derive(&key, i as u32),
                 ordinal: i as u32,
                 span: Span::new(r.start, r.end),
                 text: doc.text[r].to_owned(),
@@ -291,12 +292,13 @@ impl Chunker for MarkdownChunker {
     }
 
     fn chunk(&self, doc: &Document) -> Result<Vec<Chunk>> {
+        let key = doc.key();
         Ok(self
             .split(&doc.text)?
             .into_iter()
             .enumerate()
             .map(|(i, (r, path))| Chunk {
-                id: ChunkId::derive(&doc.id, i as u32),
+                id: ChunkId::derive(&key, i as u32),
                 ordinal: i as u32,
                 span: Span::new(r.start, r.end),
                 text: doc.text[r].to_owned(),
@@ -458,6 +460,7 @@ mod tests {
 
     fn doc(text: &str) -> Document {
         Document {
+            tenant: "t".into(),
             id: DocId::new("d"),
             version: 1,
             text: text.to_owned(),

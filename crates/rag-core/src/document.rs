@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::access::Acl;
-use crate::ids::{ChunkId, DocId, TenantId};
+use crate::ids::{ChunkId, DocId, DocKey, TenantId};
 
 /// A typed metadata value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,10 +58,28 @@ impl Metadata {
     }
 }
 
+/// A digest of everything that makes up a document's stored state (text, ACL,
+/// metadata, version), kept beside it so that an unchanged document is recognised
+/// after a restart without embedding it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A document as the host application hands it in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
-    /// The host's id for the document.
+    /// The tenant that owns it; every write names its tenant, and an ACL must be
+    /// of the same tenant.
+    pub tenant: TenantId,
+    /// The host's id for the document, unique within its tenant.
     pub id: DocId,
     /// A version the host increases on each change.
     pub version: u64,
@@ -77,6 +95,7 @@ impl Document {
     /// A document from raw bytes, which must be UTF-8: invalid UTF-8 is an error
     /// naming the first bad byte, never a lossy conversion.
     pub fn from_bytes(
+        tenant: TenantId,
         id: DocId,
         version: u64,
         bytes: Vec<u8>,
@@ -90,6 +109,7 @@ impl Document {
             ),
         })?;
         Ok(Self {
+            tenant,
             id,
             version,
             text,
@@ -98,9 +118,12 @@ impl Document {
         })
     }
 
-    /// The document's tenant, if it has an ACL.
-    pub fn tenant(&self) -> Option<&TenantId> {
-        self.acl.as_ref().map(|a| &a.tenant)
+    /// The document's key: tenant and id.
+    pub fn key(&self) -> DocKey {
+        DocKey {
+            tenant: self.tenant.clone(),
+            doc_id: self.id.clone(),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::embedding::ModelId;
-use crate::ids::{ChunkId, DocId};
+use crate::ids::{ChunkId, DocId, TenantId};
 
 /// A boxed error from a backend, the only `Box<dyn Error>` in the SDK.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -145,6 +145,25 @@ pub enum InvalidInput {
         what: &'static str,
         /// How.
         detail: String,
+    },
+    /// A write names one tenant and carries an ACL of another.
+    #[error("the ACL's tenant {acl} differs from the write's tenant {key}")]
+    TenantMismatch {
+        /// The tenant the write names.
+        key: TenantId,
+        /// The tenant of its ACL.
+        acl: TenantId,
+    },
+    /// An upsert would move a document's version backwards, or change its content
+    /// without a new version.
+    #[error("document {doc_id} is stored at version {stored}; version {given} is stale")]
+    StaleVersion {
+        /// The document (within the caller's tenant).
+        doc_id: DocId,
+        /// The stored version.
+        stored: u64,
+        /// The version given.
+        given: u64,
     },
     /// A configuration value is invalid.
     #[error("invalid configuration: {reason}")]

@@ -69,16 +69,45 @@ string_id!(
     RoleId
 );
 
+/// What identifies a stored document: its tenant and the host's id within that
+/// tenant. The same id in two tenants names two documents.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DocKey {
+    /// The tenant that owns the document.
+    pub tenant: TenantId,
+    /// The host's id for the document, unique within the tenant.
+    pub doc_id: DocId,
+}
+
+impl DocKey {
+    /// The key of `doc_id` in `tenant`.
+    pub fn new(tenant: impl Into<TenantId>, doc_id: impl Into<DocId>) -> Self {
+        Self {
+            tenant: tenant.into(),
+            doc_id: doc_id.into(),
+        }
+    }
+}
+
+impl fmt::Display for DocKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.doc_id)
+    }
+}
+
 /// A chunk's id, stable across re-ingestion of the same document content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChunkId(pub u64);
 
 impl ChunkId {
-    /// Derives the id of the `ordinal`-th chunk of a document.
-    pub fn derive(doc_id: &DocId, ordinal: u32) -> Self {
+    /// Derives the id of the `ordinal`-th chunk of a document from its full key, so
+    /// that two tenants' documents of the same id never share chunk ids.
+    pub fn derive(key: &DocKey, ordinal: u32) -> Self {
         let mut hasher = Sha256::new();
-        hasher.update((doc_id.as_str().len() as u64).to_le_bytes());
-        hasher.update(doc_id.as_str().as_bytes());
+        for part in [key.tenant.as_str(), key.doc_id.as_str()] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
         hasher.update(ordinal.to_le_bytes());
         let digest = hasher.finalize();
         let mut bytes = [0u8; 8];
@@ -99,10 +128,17 @@ mod tests {
 
     #[test]
     fn derived_chunk_ids_differ_by_doc_and_ordinal() {
-        let a = DocId::new("a");
-        let b = DocId::new("b");
+        let a = DocKey::new("t", "a");
+        let b = DocKey::new("t", "b");
+        let other_tenant = DocKey::new("u", "a");
         assert_ne!(ChunkId::derive(&a, 0), ChunkId::derive(&a, 1));
         assert_ne!(ChunkId::derive(&a, 0), ChunkId::derive(&b, 0));
+        assert_ne!(ChunkId::derive(&a, 0), ChunkId::derive(&other_tenant, 0));
         assert_eq!(ChunkId::derive(&a, 3), ChunkId::derive(&a, 3));
+        // Length prefixes keep ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(
+            ChunkId::derive(&DocKey::new("ab", "c"), 0),
+            ChunkId::derive(&DocKey::new("a", "bc"), 0)
+        );
     }
 }

@@ -43,11 +43,11 @@ pub use answer::{
     SamplingParams, TokenControl,
 };
 pub use chunking::{EmbedderTokens, MarkdownChunker, RecursiveChunker, TokenCounter, WordCounter};
-pub use document::{AttrValue, Chunk, Document, Metadata, Span};
+pub use document::{AttrValue, Chunk, ContentHash, Document, Metadata, Span};
 pub use embedding::{Embedding, ModelFingerprint, ModelId};
 pub use error::{BoxError, Error, InvalidInput, Result, Stage};
 pub use hit::{Hit, SearchResult, SearchStrategy};
-pub use ids::{ChunkId, DocId, GroupId, RoleId, TenantId, UserId};
+pub use ids::{ChunkId, DocId, DocKey, GroupId, RoleId, TenantId, UserId};
 pub use retrieval::{Fusion, RetrievalMode, SearchRequest, reciprocal_rank_fusion};
 pub use traits::{
     AccessResolver, AnswerCache, CacheKey, Chunker, Device, DocumentInfo, Embedder, Generator,

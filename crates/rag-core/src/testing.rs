@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use sha2::{Digest, Sha256};
 
 use crate::access::{AccessFilter, Acl};
+use crate::document::ContentHash;
 use crate::document::Metadata;
 use crate::embedding::{Embedding, ModelFingerprint};
 use crate::error::{Error, InvalidInput, Result};
 use crate::hit::{Hit, SearchResult, SearchStrategy};
-use crate::ids::{ChunkId, DocId};
+use crate::ids::{ChunkId, DocKey};
 use crate::traits::{Device, DocumentInfo, Embedder, IndexStats, VectorIndex};
 use crate::write::{DocumentUpdate, WriteOp, WriteReport};
 
@@ -70,7 +71,7 @@ impl Embedder for HashEmbedder {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct FlatChunk {
     id: ChunkId,
     ordinal: u32,
@@ -79,11 +80,12 @@ struct FlatChunk {
     vector: Vec<f32>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct FlatDoc {
     version: u64,
     acl: Option<Acl>,
     metadata: Metadata,
+    content_hash: Option<ContentHash>,
     chunks: Vec<FlatChunk>,
 }
 
@@ -92,7 +94,7 @@ struct FlatDoc {
 #[derive(Debug)]
 pub struct FlatIndex {
     fingerprint: ModelFingerprint,
-    state: Mutex<(BTreeMap<DocId, FlatDoc>, u64)>,
+    state: Mutex<(BTreeMap<DocKey, FlatDoc>, u64)>,
 }
 
 impl FlatIndex {
@@ -136,6 +138,7 @@ impl FlatIndex {
             version: u.version,
             acl: u.acl,
             metadata: u.metadata,
+            content_hash: u.content_hash,
             chunks,
         })
     }
@@ -154,16 +157,48 @@ impl VectorIndex for FlatIndex {
         let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (docs, generation) = &mut *guard;
         let mut report = WriteReport::default();
+        let mut remove = |docs: &mut BTreeMap<DocKey, FlatDoc>, keys: Vec<DocKey>| {
+            for key in keys {
+                if let Some(old) = docs.remove(&key) {
+                    report.documents_deleted += 1;
+                    report.chunks_removed += old.chunks.len();
+                }
+            }
+        };
         match op {
             WriteOp::Upsert(updates) => {
                 let mut seen = BTreeSet::new();
                 let mut flat = Vec::new();
                 for u in updates {
-                    if !seen.insert(u.doc_id.clone()) {
+                    if !seen.insert(u.key()) {
                         return Err(InvalidInput::DuplicateDocument { doc_id: u.doc_id }.into());
                     }
-                    let id = u.doc_id.clone();
-                    flat.push((id, self.to_flat(u)?));
+                    if let Some(acl) = &u.acl
+                        && acl.tenant != u.tenant
+                    {
+                        return Err(InvalidInput::TenantMismatch {
+                            key: u.tenant,
+                            acl: acl.tenant.clone(),
+                        }
+                        .into());
+                    }
+                    let key = u.key();
+                    let (doc_id, version) = (u.doc_id.clone(), u.version);
+                    let doc = self.to_flat(u)?;
+                    match docs.get(&key) {
+                        Some(old)
+                            if old.version > version || (old.version == version && old != &doc) =>
+                        {
+                            return Err(InvalidInput::StaleVersion {
+                                doc_id,
+                                stored: old.version,
+                                given: version,
+                            }
+                            .into());
+                        }
+                        Some(old) if old == &doc => report.documents_unchanged += 1,
+                        _ => flat.push((key, doc)),
+                    }
                 }
                 for (id, doc) in flat {
                     report.chunks_added += doc.chunks.len();
@@ -173,29 +208,27 @@ impl VectorIndex for FlatIndex {
                     }
                 }
             }
-            WriteOp::Delete(id) => {
-                let old = docs
-                    .remove(&id)
-                    .ok_or_else(|| Error::unknown_document(&id))?;
-                report.documents_deleted = 1;
-                report.chunks_removed = old.chunks.len();
-            }
-            WriteOp::DeleteWhere(p) => {
-                let victims: Vec<DocId> = docs
-                    .iter()
-                    .filter(|(_, d)| p.matches(d.acl.as_ref(), &d.metadata))
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for id in victims {
-                    if let Some(old) = docs.remove(&id) {
-                        report.documents_deleted += 1;
-                        report.chunks_removed += old.chunks.len();
-                    }
+            WriteOp::Delete(key) | WriteOp::Erase(key) => {
+                if !docs.contains_key(&key) {
+                    return Err(Error::unknown_document(&key.doc_id));
                 }
+                remove(docs, vec![key]);
+            }
+            WriteOp::DeleteWhere { tenant, predicate }
+            | WriteOp::EraseWhere { tenant, predicate } => {
+                let victims: Vec<DocKey> = docs
+                    .iter()
+                    .filter(|(k, d)| k.tenant == tenant && predicate.matches(&d.metadata))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                remove(docs, victims);
             }
         }
-        *generation += 1;
+        if report.documents_upserted + report.documents_deleted > 0 {
+            *generation += 1;
+        }
         report.generation = *generation;
+        report.sequence = *generation;
         Ok(report)
     }
 
@@ -206,10 +239,11 @@ impl VectorIndex for FlatIndex {
         let q = self.check(query)?;
         let guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut hits = Vec::new();
-        for (doc_id, doc) in guard.0.iter() {
-            if !filter.permits(doc.acl.as_ref()) {
+        for (key, doc) in guard.0.iter() {
+            if &key.tenant != filter.tenant() || !filter.permits(doc.acl.as_ref()) {
                 continue;
             }
+            let doc_id = &key.doc_id;
             for c in &doc.chunks {
                 hits.push(Hit {
                     chunk_id: c.id,
@@ -241,12 +275,13 @@ impl VectorIndex for FlatIndex {
         })
     }
 
-    fn document(&self, doc_id: &DocId) -> Result<Option<DocumentInfo>> {
+    fn document(&self, key: &DocKey) -> Result<Option<DocumentInfo>> {
         let guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(guard.0.get(doc_id).map(|d| DocumentInfo {
+        Ok(guard.0.get(key).map(|d| DocumentInfo {
             version: d.version,
             acl: d.acl.clone(),
             metadata: d.metadata.clone(),
+            content_hash: d.content_hash,
             chunk_ids: d.chunks.iter().map(|c| c.id).collect(),
         }))
     }
@@ -258,6 +293,7 @@ impl VectorIndex for FlatIndex {
             documents: guard.0.len(),
             chunks,
             generation: guard.1,
+            sequence: guard.1,
             tombstones: 0,
         }
     }

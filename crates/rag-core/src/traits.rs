@@ -5,11 +5,11 @@ use std::collections::BTreeSet;
 
 use crate::access::{AccessFilter, Acl, Principal};
 use crate::answer::{Answer, Generation, GenerationRequest, TokenControl};
-use crate::document::{Chunk, Document, Metadata};
+use crate::document::{Chunk, ContentHash, Document, Metadata};
 use crate::embedding::{Embedding, ModelFingerprint};
 use crate::error::Result;
 use crate::hit::SearchResult;
-use crate::ids::{ChunkId, DocId};
+use crate::ids::{ChunkId, DocKey, TenantId};
 use crate::retrieval::{RetrievalMode, SearchRequest};
 use crate::write::{DeletePredicate, DocumentUpdate, WriteOp, WriteReport};
 
@@ -84,6 +84,8 @@ pub struct DocumentInfo {
     pub acl: Option<Acl>,
     /// Its metadata.
     pub metadata: Metadata,
+    /// The digest of the source document given when it was written.
+    pub content_hash: Option<ContentHash>,
     /// Its chunks, in order.
     pub chunk_ids: Vec<ChunkId>,
 }
@@ -95,8 +97,10 @@ pub struct IndexStats {
     pub documents: usize,
     /// Chunks stored and searchable.
     pub chunks: usize,
-    /// Incremented by every write.
+    /// Incremented by every write (and by compaction).
     pub generation: u64,
+    /// The sequence number of the last write applied.
+    pub sequence: u64,
     /// Removed vectors whose space is not reclaimed yet.
     pub tombstones: usize,
 }
@@ -125,7 +129,7 @@ pub trait VectorIndex: Send + Sync {
     }
 
     /// A stored document's version, ACL and chunks.
-    fn document(&self, doc_id: &DocId) -> Result<Option<DocumentInfo>>;
+    fn document(&self, key: &DocKey) -> Result<Option<DocumentInfo>>;
 
     /// Current counters.
     fn stats(&self) -> IndexStats;
@@ -136,13 +140,29 @@ pub trait VectorIndex: Send + Sync {
     }
 
     /// Removes a document.
-    fn delete(&self, doc_id: &DocId) -> Result<WriteReport> {
-        self.apply(WriteOp::Delete(doc_id.clone()))
+    fn delete(&self, key: &DocKey) -> Result<WriteReport> {
+        self.apply(WriteOp::Delete(key.clone()))
     }
 
-    /// Removes every document matching `predicate`.
-    fn delete_where(&self, predicate: DeletePredicate) -> Result<WriteReport> {
-        self.apply(WriteOp::DeleteWhere(predicate))
+    /// Removes every document of `tenant` matching `predicate`.
+    fn delete_where(&self, tenant: &TenantId, predicate: DeletePredicate) -> Result<WriteReport> {
+        self.apply(WriteOp::DeleteWhere {
+            tenant: tenant.clone(),
+            predicate,
+        })
+    }
+
+    /// Removes a document and every copy of its content before returning.
+    fn erase(&self, key: &DocKey) -> Result<WriteReport> {
+        self.apply(WriteOp::Erase(key.clone()))
+    }
+
+    /// [`VectorIndex::erase`] for every document of `tenant` matching `predicate`.
+    fn erase_where(&self, tenant: &TenantId, predicate: DeletePredicate) -> Result<WriteReport> {
+        self.apply(WriteOp::EraseWhere {
+            tenant: tenant.clone(),
+            predicate,
+        })
     }
 }
 
@@ -168,5 +188,5 @@ pub trait AnswerCache: Send + Sync {
     /// Stores an answer.
     fn store(&self, key: &CacheKey<'_>, answer: &Answer) -> Result<()>;
     /// Drops every entry citing one of `docs`; returns how many were dropped.
-    fn invalidate(&self, docs: &BTreeSet<DocId>) -> Result<usize>;
+    fn invalidate(&self, docs: &BTreeSet<DocKey>) -> Result<usize>;
 }

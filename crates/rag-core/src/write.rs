@@ -2,9 +2,9 @@
 //! them to replicas.
 
 use crate::access::Acl;
-use crate::document::{AttrValue, Chunk, Metadata};
+use crate::document::{AttrValue, Chunk, ContentHash, Metadata};
 use crate::embedding::Embedding;
-use crate::ids::{DocId, TenantId};
+use crate::ids::{DocId, DocKey, TenantId};
 
 /// A chunk with its embedding.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,23 +18,41 @@ pub struct EmbeddedChunk {
 /// The new state of one document: all its chunks, replacing any it had.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocumentUpdate {
-    /// The document.
+    /// The tenant that owns the document; an ACL must be of the same tenant.
+    pub tenant: TenantId,
+    /// The document's id within its tenant.
     pub doc_id: DocId,
-    /// Its version.
+    /// Its version. Versions only move forward: a lower one than stored is refused,
+    /// and the same one is accepted only with the same content (a no-op).
     pub version: u64,
     /// Who may read it; `None` stores it visible to nobody.
     pub acl: Option<Acl>,
     /// Its metadata.
     pub metadata: Metadata,
+    /// A digest of the source document, stored beside it (the pipeline's
+    /// unchanged-skip reads it back after a restart).
+    pub content_hash: Option<ContentHash>,
     /// Its chunks, all of them.
     pub chunks: Vec<EmbeddedChunk>,
 }
 
-/// Which documents a [`WriteOp::DeleteWhere`] removes.
+impl DocumentUpdate {
+    /// The document's key.
+    pub fn key(&self) -> DocKey {
+        DocKey {
+            tenant: self.tenant.clone(),
+            doc_id: self.doc_id.clone(),
+        }
+    }
+}
+
+/// Which documents of one tenant a [`WriteOp::DeleteWhere`] or
+/// [`WriteOp::EraseWhere`] removes. The tenant is named by the operation: no
+/// predicate reaches across tenants.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeletePredicate {
-    /// Every document of a tenant.
-    Tenant(TenantId),
+    /// Every document of the tenant.
+    Everything,
     /// Documents whose attribute `key` equals `value`.
     AttrEquals {
         /// Attribute key.
@@ -49,31 +67,53 @@ pub enum DeletePredicate {
 }
 
 impl DeletePredicate {
-    /// Whether a document with this ACL and metadata matches.
-    pub fn matches(&self, acl: Option<&Acl>, metadata: &Metadata) -> bool {
+    /// Whether a document (of the operation's tenant) with this metadata matches.
+    pub fn matches(&self, metadata: &Metadata) -> bool {
         match self {
-            DeletePredicate::Tenant(t) => acl.is_some_and(|a| &a.tenant == t),
+            DeletePredicate::Everything => true,
             DeletePredicate::AttrEquals { key, value } => {
                 metadata.attributes.get(key) == Some(value)
             }
             DeletePredicate::Source(s) => metadata.source.as_deref() == Some(s.as_str()),
-            DeletePredicate::All(ps) => {
-                !ps.is_empty() && ps.iter().all(|p| p.matches(acl, metadata))
-            }
+            DeletePredicate::All(ps) => !ps.is_empty() && ps.iter().all(|p| p.matches(metadata)),
         }
     }
 }
 
 /// One write. Each document in an upsert is replaced atomically: a concurrent reader
-/// sees its old chunks or its new ones, never a mix and never neither.
+/// sees its old chunks or its new ones, never a mix and never neither. Every write
+/// is scoped to one tenant per document.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOp {
-    /// Insert or replace documents (each id at most once per op).
+    /// Insert or replace documents (each key at most once per op).
     Upsert(Vec<DocumentUpdate>),
-    /// Remove one document; unknown ids are an error.
-    Delete(DocId),
-    /// Remove every document matching a predicate.
-    DeleteWhere(DeletePredicate),
+    /// Remove one document; an unknown key (another tenant's document included) is
+    /// an error.
+    Delete(DocKey),
+    /// Remove every document of `tenant` matching a predicate.
+    DeleteWhere {
+        /// The tenant whose documents are considered.
+        tenant: TenantId,
+        /// Which of them go.
+        predicate: DeletePredicate,
+    },
+    /// Remove one document and, before returning, every copy of its text and
+    /// embedding the index holds (memory and, for a durable store, every file).
+    Erase(DocKey),
+    /// [`WriteOp::Erase`] for every document of `tenant` matching a predicate.
+    EraseWhere {
+        /// The tenant whose documents are considered.
+        tenant: TenantId,
+        /// Which of them go.
+        predicate: DeletePredicate,
+    },
+}
+
+impl WriteOp {
+    /// Whether this write erases.
+    pub fn is_erase(&self) -> bool {
+        matches!(self, WriteOp::Erase(_) | WriteOp::EraseWhere { .. })
+    }
 }
 
 /// What a write did.
@@ -81,6 +121,8 @@ pub enum WriteOp {
 pub struct WriteReport {
     /// Documents inserted or replaced.
     pub documents_upserted: usize,
+    /// Documents left as they were: the same version with the same content.
+    pub documents_unchanged: usize,
     /// Documents removed.
     pub documents_deleted: usize,
     /// Chunks added.
@@ -89,4 +131,7 @@ pub struct WriteReport {
     pub chunks_removed: usize,
     /// The index generation after the write.
     pub generation: u64,
+    /// The log sequence number of the write (the last applied one for a write
+    /// that changed nothing): what a replica or a read-your-writes token compares.
+    pub sequence: u64,
 }

@@ -12,7 +12,7 @@ use rag_core::pipeline::{
 };
 use rag_core::testing::{EchoGenerator, FlatIndex, HashEmbedder, OpenResolver};
 use rag_core::{
-    AccessFilter, Acl, Answer, AnswerCache, CacheKey, DocId, Document, Embedder, Error,
+    AccessFilter, Acl, Answer, AnswerCache, CacheKey, DocId, DocKey, Document, Embedder, Error,
     InvalidInput, Metadata, Principal, RecursiveChunker, VectorIndex, WordCounter,
 };
 
@@ -20,7 +20,7 @@ use rag_core::{
 #[derive(Default)]
 struct MapCache {
     entries: Mutex<Vec<(Vec<f32>, AccessFilter, Answer)>>,
-    invalidated: Mutex<Vec<DocId>>,
+    invalidated: Mutex<Vec<DocKey>>,
 }
 
 impl AnswerCache for MapCache {
@@ -41,20 +41,27 @@ impl AnswerCache for MapCache {
         ));
         Ok(())
     }
-    fn invalidate(&self, docs: &BTreeSet<DocId>) -> rag_core::Result<usize> {
+    fn invalidate(&self, docs: &BTreeSet<DocKey>) -> rag_core::Result<usize> {
         self.invalidated
             .lock()
             .unwrap()
             .extend(docs.iter().cloned());
         let mut e = self.entries.lock().unwrap();
         let before = e.len();
-        e.retain(|(_, _, a)| !a.citations.iter().any(|c| docs.contains(&c.doc_id)));
+        e.retain(|(_, s, a)| {
+            !a.citations
+                .iter()
+                .any(|c| docs.contains(&DocKey::new(s.tenant().clone(), c.doc_id.clone())))
+        });
         Ok(before - e.len())
     }
 }
 
 fn doc(id: &str, version: u64, text: &str, acl: Option<Acl>) -> Document {
     Document {
+        tenant: acl
+            .as_ref()
+            .map_or_else(|| "acme".into(), |a| a.tenant.clone()),
         id: DocId::new(id),
         version,
         text: text.into(),
@@ -233,13 +240,13 @@ fn unchanged_documents_cost_nothing_and_changes_invalidate() {
     );
     assert_eq!(a.answer.citations[0].doc_version, 2);
 
-    s.pipeline.delete(&DocId::new("expenses")).unwrap();
+    s.pipeline.delete(&DocKey::new("acme", "expenses")).unwrap();
     assert!(
         s.cache
             .invalidated
             .lock()
             .unwrap()
-            .contains(&DocId::new("expenses"))
+            .contains(&DocKey::new("acme", "expenses"))
     );
     let a = s.pipeline.query(&ann, q, &QueryOptions::default()).unwrap();
     assert!(a.answer.citations.is_empty());
@@ -341,12 +348,12 @@ fn bad_input_is_typed_and_loses_nothing() {
         InvalidInput::EmptyText { .. }
     ));
     let bytes = b"valid start \xff\xfe then garbage".to_vec();
-    let bad = Document::from_bytes(DocId::new("z"), 1, bytes, None).unwrap_err();
+    let bad = Document::from_bytes("acme".into(), DocId::new("z"), 1, bytes, None).unwrap_err();
     assert!(
         matches!(bad, InvalidInput::Malformed { ref detail, .. } if detail.contains("byte 12"))
     );
     assert!(matches!(
-        s.pipeline.delete(&DocId::new("never-ingested")),
+        s.pipeline.delete(&DocKey::new("acme", "never-ingested")),
         Err(Error::NotFound { .. })
     ));
     // Nothing accepted before was lost.
@@ -426,7 +433,7 @@ fn a_50_mb_document_is_chunked_and_stored() {
     assert!(r.chunks > 30_000, "{} chunks", r.chunks);
     let info = pipeline
         .index()
-        .document(&DocId::new("big"))
+        .document(&DocKey::new("acme", "big"))
         .unwrap()
         .unwrap();
     assert_eq!(info.chunk_ids.len(), r.chunks);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use rag_core::{
-    AccessFilter, DocId, DocumentInfo, Embedding, IndexStats, ModelFingerprint, SearchRequest,
+    AccessFilter, DocKey, DocumentInfo, Embedding, IndexStats, ModelFingerprint, SearchRequest,
     SearchResult, VectorIndex, WriteOp, WriteReport,
 };
 
@@ -100,7 +100,8 @@ impl HnswIndex {
             let hnsw = Hnsw::new(dims, &self.config, live + live / 4)?;
             let mut next = State::new(dims, Arc::new(hnsw));
             next.generation = old.generation;
-            let mut ids: Vec<&DocId> = old.docs.keys().collect();
+            next.sequence = old.sequence;
+            let mut ids: Vec<&DocKey> = old.docs.keys().collect();
             ids.sort();
             for id in ids {
                 let Some(entry) = old.docs.get(id) else {
@@ -150,11 +151,7 @@ impl VectorIndex for HnswIndex {
     }
 
     fn apply(&self, op: WriteOp) -> rag_core::Result<WriteReport> {
-        Ok(match op {
-            WriteOp::Upsert(docs) => self.upsert_documents(docs)?,
-            WriteOp::Delete(id) => self.delete_document(&id)?,
-            WriteOp::DeleteWhere(p) => self.delete_matching(&p)?,
-        })
+        Ok(self.apply_one(op.into())?)
     }
 
     fn search(
@@ -174,12 +171,13 @@ impl VectorIndex for HnswIndex {
         Ok(self.search_request(request, filter)?)
     }
 
-    fn document(&self, doc_id: &DocId) -> rag_core::Result<Option<DocumentInfo>> {
+    fn document(&self, key: &DocKey) -> rag_core::Result<Option<DocumentInfo>> {
         let state = self.state.read();
-        Ok(state.docs.get(doc_id).map(|d| DocumentInfo {
+        Ok(state.docs.get(key).map(|d| DocumentInfo {
             version: d.header.version,
             acl: d.acl.clone(),
             metadata: d.metadata.clone(),
+            content_hash: d.content_hash,
             chunk_ids: d
                 .slots
                 .iter()
@@ -194,6 +192,7 @@ impl VectorIndex for HnswIndex {
             documents: s.docs.len(),
             chunks: s.live.len() as usize,
             generation: s.generation,
+            sequence: s.sequence,
             tombstones: s.tombstones,
         }
     }

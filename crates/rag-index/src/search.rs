@@ -250,7 +250,7 @@ fn hits(state: &State, scored: Vec<Scored>) -> Vec<Hit> {
             let rec = state.records.get(s.slot as usize)?.as_ref()?;
             Some(Hit {
                 chunk_id: rec.chunk_id,
-                doc_id: rec.doc.id.clone(),
+                doc_id: rec.doc.key.doc_id.clone(),
                 doc_version: rec.doc.version,
                 ordinal: rec.ordinal,
                 span: rec.span,

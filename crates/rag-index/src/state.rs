@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rag_core::{Acl, ChunkId, DocId, Metadata, Span};
+use rag_core::{Acl, ChunkId, ContentHash, DocKey, Metadata, Span};
 use roaring::RoaringBitmap;
 
 use crate::error::Result;
@@ -16,8 +16,8 @@ use crate::vectors::VectorStore;
 /// What every chunk of a document shares.
 #[derive(Debug)]
 pub struct DocHeader {
-    /// The document.
-    pub id: DocId,
+    /// The document's tenant and id.
+    pub key: DocKey,
     /// Its version.
     pub version: u64,
 }
@@ -31,6 +31,8 @@ pub struct DocEntry {
     pub acl: Option<Acl>,
     /// Its metadata.
     pub metadata: Metadata,
+    /// The digest of its source the writer gave.
+    pub content_hash: Option<ContentHash>,
     /// Its chunks' slots, in chunk order.
     pub slots: Vec<u32>,
 }
@@ -53,10 +55,13 @@ pub struct SlotRecord {
 /// Everything a search reads, swapped or mutated only under the write lock.
 #[derive(Debug)]
 pub struct State {
-    /// Bumped by every write; compiled filters are valid for one generation.
+    /// Bumped by every write and by compaction; compiled filters are valid for one
+    /// generation.
     pub generation: u64,
-    /// Documents by id.
-    pub docs: HashMap<DocId, DocEntry>,
+    /// The sequence number of the last write applied (one per logged write).
+    pub sequence: u64,
+    /// Documents by tenant and id.
+    pub docs: HashMap<DocKey, DocEntry>,
     /// Slots by chunk id.
     pub chunks: HashMap<ChunkId, u32>,
     /// Chunk records by slot; `None` for removed slots.
@@ -80,6 +85,7 @@ impl State {
     pub fn new(dims: usize, hnsw: Arc<Hnsw>) -> Self {
         Self {
             generation: 0,
+            sequence: 0,
             docs: HashMap::new(),
             chunks: HashMap::new(),
             records: Vec::new(),
@@ -106,8 +112,8 @@ impl State {
     }
 
     /// Removes a document from everything searches read; returns its slots.
-    pub fn unpublish(&mut self, doc_id: &DocId) -> Option<Vec<u32>> {
-        let entry = self.docs.remove(doc_id)?;
+    pub fn unpublish(&mut self, key: &DocKey) -> Option<Vec<u32>> {
+        let entry = self.docs.remove(key)?;
         self.postings.remove(entry.acl.as_ref(), &entry.slots);
         for &slot in &entry.slots {
             self.live.remove(slot);
@@ -118,6 +124,17 @@ impl State {
             }
         }
         Some(entry.slots)
+    }
+
+    /// The chunk records of a stored document, in chunk order.
+    pub fn records_of<'a>(
+        &'a self,
+        entry: &'a DocEntry,
+    ) -> impl Iterator<Item = (u32, &'a SlotRecord)> + 'a {
+        entry
+            .slots
+            .iter()
+            .filter_map(|&s| Some((s, self.records.get(s as usize)?.as_ref()?)))
     }
 
     /// Publishes a document whose vectors are already in the graph and the store.
@@ -132,6 +149,6 @@ impl State {
             }
             self.records[i] = Some(rec);
         }
-        self.docs.insert(entry.header.id.clone(), entry);
+        self.docs.insert(entry.header.key.clone(), entry);
     }
 }

@@ -1,219 +1,314 @@
-//! The write path: validation, insertion into the graph outside the lock, and an
-//! atomic publish under a short write lock.
+//! The write path: plan a batch of writes, insert new vectors into the graph outside
+//! the lock, hand the planned writes to a commit hook (the write-ahead log), and
+//! publish them in order under a short write lock.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use rag_core::{DeletePredicate, DocId, DocumentUpdate, InvalidInput, WriteReport};
+use rag_core::{DocKey, DocumentUpdate, WriteOp, WriteReport};
 
 use crate::error::{IndexError, Result};
 use crate::index::HnswIndex;
+use crate::plan::{Op, Outcome, Overlay, Planned};
 use crate::state::{DocEntry, DocHeader, SlotRecord};
+use crate::store::codec::LogOpRef;
 
-/// A document checked and ready to insert.
-pub(crate) struct Prepared {
-    pub update: DocumentUpdate,
-    pub vectors: Vec<Vec<f32>>,
+/// One planned write as the commit hook sees it: its sequence number and what it
+/// does, resolved.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit<'a> {
+    /// The sequence number the write will have.
+    pub seq: u64,
+    /// The write.
+    pub op: LogOpRef<'a>,
 }
 
+/// Called with the planned writes of a batch after their vectors are in the graph
+/// and before anything is published; an error aborts the whole batch.
+pub type CommitHook<'h> = dyn FnMut(&[Commit<'_>]) -> Result<()> + 'h;
+
 impl HnswIndex {
-    pub(crate) fn validate(&self, updates: Vec<DocumentUpdate>) -> Result<Vec<Prepared>> {
-        let model = self.fingerprint.id();
-        let dims = self.fingerprint.dims();
-        let mut docs = HashSet::new();
-        let mut chunk_ids = HashSet::new();
-        let mut prepared = Vec::with_capacity(updates.len());
-        for update in updates {
-            if update.doc_id.is_empty() {
-                return Err(InvalidInput::EmptyId { what: "document" }.into());
-            }
-            if !docs.insert(update.doc_id.clone()) {
-                return Err(InvalidInput::DuplicateDocument {
-                    doc_id: update.doc_id,
-                }
-                .into());
-            }
-            if update.chunks.is_empty() {
-                return Err(InvalidInput::NoChunks {
-                    doc_id: update.doc_id,
-                }
-                .into());
-            }
-            if update.acl.as_ref().is_some_and(|a| a.tenant.is_empty()) {
-                return Err(InvalidInput::EmptyId { what: "tenant" }.into());
-            }
-            let mut vectors = Vec::with_capacity(update.chunks.len());
-            for c in &update.chunks {
-                let e = &c.embedding;
-                if e.model() != model {
-                    return Err(InvalidInput::ModelMismatch {
-                        expected: model,
-                        actual: e.model(),
+    /// Applies writes in order, each planned against the state left by those before
+    /// it. Each write gets its own result: one that fails to plan changes nothing and
+    /// the others go on. The writes that change something get consecutive sequence
+    /// numbers and are handed to `commit` before they become visible; if it fails,
+    /// none of them is applied.
+    pub fn apply_batch(
+        &self,
+        ops: Vec<WriteOp>,
+        commit: &mut CommitHook<'_>,
+    ) -> Vec<Result<WriteReport>> {
+        self.apply_ops(ops.into_iter().map(Op::from).collect(), commit)
+    }
+
+    pub(crate) fn apply_ops(
+        &self,
+        ops: Vec<Op>,
+        commit: &mut CommitHook<'_>,
+    ) -> Vec<Result<WriteReport>> {
+        let _writer = self.writer.lock();
+        let n = ops.len();
+        let mut results: Vec<Option<Result<WriteReport>>> = (0..n).map(|_| None).collect();
+        let mut planned: Vec<(usize, u64, Planned)> = Vec::with_capacity(n);
+        let (hnsw, lexical, base) = {
+            let state = self.state.read();
+            let mut overlay = Overlay::new(&state);
+            let mut seq = state.sequence;
+            for (i, op) in ops.into_iter().enumerate() {
+                match self.plan(&state, &mut overlay, op) {
+                    Ok(Outcome::Write(p)) => {
+                        seq += 1;
+                        planned.push((i, seq, p));
                     }
-                    .into());
-                }
-                if e.dims() != dims {
-                    return Err(InvalidInput::DimensionMismatch {
-                        expected: dims,
-                        actual: e.dims(),
+                    Ok(Outcome::Noop { unchanged }) => {
+                        results[i] = Some(Ok(WriteReport {
+                            documents_unchanged: unchanged,
+                            generation: state.generation,
+                            sequence: seq,
+                            ..WriteReport::default()
+                        }));
                     }
-                    .into());
+                    Err(e) => results[i] = Some(Err(e)),
                 }
-                if c.chunk.text.trim().is_empty() {
-                    return Err(InvalidInput::EmptyText { what: "chunk text" }.into());
-                }
-                if c.chunk.text.len() > self.config.max_chunk_bytes {
-                    return Err(InvalidInput::TooLarge {
-                        what: "chunk text",
-                        actual: c.chunk.text.len(),
-                        max: self.config.max_chunk_bytes,
-                    }
-                    .into());
-                }
-                if c.chunk.span.start > c.chunk.span.end {
-                    return Err(InvalidInput::InvalidSpan {
-                        start: c.chunk.span.start,
-                        end: c.chunk.span.end,
-                    }
-                    .into());
-                }
-                if !chunk_ids.insert(c.chunk.id) {
-                    return Err(InvalidInput::DuplicateChunkId {
-                        chunk_id: c.chunk.id,
-                    }
-                    .into());
-                }
-                vectors.push(e.normalized());
             }
-            prepared.push(Prepared { update, vectors });
+            (
+                state.hnsw.clone(),
+                state.lexical.clone(),
+                state.vectors.len() as u32,
+            )
+        };
+        if !planned.is_empty() {
+            match self.insert_and_commit(&hnsw, lexical.as_deref(), base, &planned, commit) {
+                Ok(()) => {
+                    let erasures: Vec<usize> = planned
+                        .iter()
+                        .filter(|(_, _, p)| matches!(p, Planned::Remove { erase: true, .. }))
+                        .map(|(i, _, _)| *i)
+                        .collect();
+                    let (reports, finished) =
+                        self.publish_and_retire(&hnsw, lexical.as_deref(), planned);
+                    for (i, r) in reports {
+                        results[i] = Some(Ok(r));
+                    }
+                    if let Err(e) = finished {
+                        // The writes are applied; only cleaning up failed. That is
+                        // harmless for removed slots (no filter allows them) but an
+                        // erasure has not purged its content: those callers hear so.
+                        tracing::warn!(error = %e, "retiring removed slots failed");
+                        if !erasures.is_empty() {
+                            fail_some(&mut results, &erasures, e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    let idx: Vec<usize> = planned.iter().map(|(i, _, _)| *i).collect();
+                    fail_some(&mut results, &idx, e);
+                }
+            }
         }
-        Ok(prepared)
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(IndexError::BatchAborted {
+                        reason: "not planned".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Inserts the planned upserts' vectors (and texts) into the graph and the
+    /// lexical index, unpublished, then calls the hook; undoes the inserts on error.
+    fn insert_and_commit(
+        &self,
+        hnsw: &crate::hnsw::Hnsw,
+        lexical: Option<&crate::lexical::Lexical>,
+        base: u32,
+        planned: &[(usize, u64, Planned)],
+        commit: &mut CommitHook<'_>,
+    ) -> Result<()> {
+        let docs: Vec<&crate::plan::PreparedDoc> = planned
+            .iter()
+            .flat_map(|(_, _, p)| match p {
+                Planned::Upsert { docs, .. } => docs.iter().collect::<Vec<_>>(),
+                Planned::Remove { .. } => Vec::new(),
+            })
+            .collect();
+        let mut flat: Vec<(u32, &[f32])> = Vec::new();
+        let mut texts: Vec<(u32, &str)> = Vec::new();
+        for d in &docs {
+            debug_assert!(d.first_slot >= base);
+            for (j, (v, c)) in d.vectors.iter().zip(&d.update.chunks).enumerate() {
+                let slot = d.first_slot + j as u32;
+                flat.push((slot, v.as_slice()));
+                if lexical.is_some() {
+                    texts.push((slot, c.chunk.text.as_str()));
+                }
+            }
+        }
+        if !hnsw.has_room(flat.len()) {
+            // Growing reallocates inside usearch: no search may run meanwhile.
+            let _exclusive = self.state.write();
+            hnsw.grow(flat.len())?;
+        }
+        let undo = |flat: &[(u32, &[f32])]| {
+            for (slot, _) in flat {
+                let _ = hnsw.remove(*slot);
+            }
+            if let Some(lex) = lexical {
+                let slots: Vec<u32> = flat.iter().map(|(s, _)| *s).collect();
+                let _ = lex.apply(&[], &slots);
+            }
+        };
+        let inserted = add_parallel(hnsw, &flat).and_then(|()| match lexical {
+            Some(lex) => lex.apply(&texts, &[]),
+            None => Ok(()),
+        });
+        if let Err(e) = inserted {
+            undo(&flat);
+            return Err(e);
+        }
+        let upserts: Vec<Vec<&DocumentUpdate>> = planned
+            .iter()
+            .map(|(_, _, p)| match p {
+                Planned::Upsert { docs, .. } => docs.iter().map(|d| &d.update).collect(),
+                Planned::Remove { .. } => Vec::new(),
+            })
+            .collect();
+        let commits: Vec<Commit<'_>> = planned
+            .iter()
+            .zip(&upserts)
+            .map(|((_, seq, p), ups)| Commit {
+                seq: *seq,
+                op: match p {
+                    Planned::Upsert { .. } => LogOpRef::Upsert(ups),
+                    Planned::Remove { keys, erase: false } => LogOpRef::Delete(keys),
+                    Planned::Remove { keys, erase: true } => LogOpRef::Erase(keys),
+                },
+            })
+            .collect();
+        if let Err(e) = commit(&commits) {
+            undo(&flat);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Publishes planned writes in order under one write lock, then takes the
+    /// replaced and removed slots out of the graph; erasures compact at once.
+    fn publish_and_retire(
+        &self,
+        hnsw: &crate::hnsw::Hnsw,
+        lexical: Option<&crate::lexical::Lexical>,
+        planned: Vec<(usize, u64, Planned)>,
+    ) -> (Vec<(usize, WriteReport)>, Result<()>) {
+        let mut retired = Vec::new();
+        let mut reports = Vec::with_capacity(planned.len());
+        let mut erased = false;
+        let mut inserted = 0usize;
+        {
+            let mut state = self.state.write();
+            for (i, seq, p) in planned {
+                let mut report = WriteReport::default();
+                match p {
+                    Planned::Upsert { docs, unchanged } => {
+                        report.documents_unchanged = unchanged;
+                        for d in docs {
+                            for v in &d.vectors {
+                                state.vectors.push(v);
+                            }
+                            inserted += d.vectors.len();
+                            let u = d.update;
+                            let key = u.key();
+                            if let Some(old) = state.unpublish(&key) {
+                                report.chunks_removed += old.len();
+                                retired.extend(old);
+                            }
+                            let header = Arc::new(DocHeader {
+                                key,
+                                version: u.version,
+                            });
+                            let n = u.chunks.len() as u32;
+                            let slots: Vec<u32> = (d.first_slot..d.first_slot + n).collect();
+                            let records = u
+                                .chunks
+                                .into_iter()
+                                .map(|c| SlotRecord {
+                                    chunk_id: c.chunk.id,
+                                    doc: header.clone(),
+                                    ordinal: c.chunk.ordinal,
+                                    span: c.chunk.span,
+                                    text: Arc::from(c.chunk.text),
+                                })
+                                .collect();
+                            state.publish(
+                                DocEntry {
+                                    header,
+                                    acl: u.acl,
+                                    metadata: u.metadata,
+                                    content_hash: u.content_hash,
+                                    slots,
+                                },
+                                records,
+                            );
+                            report.documents_upserted += 1;
+                            report.chunks_added += n as usize;
+                        }
+                    }
+                    Planned::Remove { keys, erase } => {
+                        erased |= erase;
+                        for k in &keys {
+                            if let Some(old) = state.unpublish(k) {
+                                report.documents_deleted += 1;
+                                report.chunks_removed += old.len();
+                                retired.extend(old);
+                            }
+                        }
+                    }
+                }
+                state.generation += 1;
+                state.sequence = seq;
+                report.generation = state.generation;
+                report.sequence = seq;
+                reports.push((i, report));
+            }
+        }
+        let finished = self.retire(hnsw, lexical, &retired, erased).and_then(|()| {
+            let live = self.state.read().live.len() as usize;
+            if !erased
+                && self.config.repack_min > 0
+                && inserted >= self.config.repack_min
+                && inserted * 4 >= live
+            {
+                self.repack_locked()?;
+            }
+            Ok(())
+        });
+        (reports, finished)
     }
 
     /// Inserts or replaces documents. Each is replaced atomically; on error nothing
     /// changes.
     pub fn upsert_documents(&self, updates: Vec<DocumentUpdate>) -> Result<WriteReport> {
-        let prepared = self.validate(updates)?;
-        let _writer = self.writer.lock();
-        let (hnsw, lexical) = {
-            let state = self.state.read();
-            let batch: HashSet<&DocId> = prepared.iter().map(|p| &p.update.doc_id).collect();
-            for p in &prepared {
-                for c in &p.update.chunks {
-                    if let Some(&slot) = state.chunks.get(&c.chunk.id) {
-                        let owner = state
-                            .records
-                            .get(slot as usize)
-                            .and_then(Option::as_ref)
-                            .map(|r| &r.doc.id);
-                        if owner.is_some_and(|o| !batch.contains(o)) {
-                            return Err(InvalidInput::DuplicateChunkId {
-                                chunk_id: c.chunk.id,
-                            }
-                            .into());
-                        }
-                    }
-                }
-            }
-            (state.hnsw.clone(), state.lexical.clone())
-        };
-        let total: usize = prepared.iter().map(|p| p.vectors.len()).sum();
-        let first_slot = self.next_slot();
-        let last = first_slot as u64 + total as u64;
-        if last > u64::from(u32::MAX) {
-            return Err(InvalidInput::TooLarge {
-                what: "index",
-                actual: last as usize,
-                max: u32::MAX as usize,
-            }
-            .into());
-        }
-        if !hnsw.has_room(total) {
-            // Growing reallocates inside usearch: no search may run meanwhile.
-            let _exclusive = self.state.write();
-            hnsw.grow(total)?;
-        }
-        let flat: Vec<(u32, &[f32])> = prepared
-            .iter()
-            .flat_map(|p| p.vectors.iter())
-            .enumerate()
-            .map(|(i, v)| (first_slot + i as u32, v.as_slice()))
-            .collect();
-        let texts: Vec<(u32, &str)> = if lexical.is_some() {
-            prepared
-                .iter()
-                .flat_map(|p| p.update.chunks.iter())
-                .enumerate()
-                .map(|(i, c)| (first_slot + i as u32, c.chunk.text.as_str()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let inserted = add_parallel(&hnsw, &flat).and_then(|()| match &lexical {
-            Some(lex) => lex.apply(&texts, &[]),
-            None => Ok(()),
-        });
-        if let Err(e) = inserted {
-            for (slot, _) in &flat {
-                let _ = hnsw.remove(*slot);
-            }
-            return Err(e);
-        }
-        drop(texts);
+        self.apply_one(Op::Upsert(updates))
+    }
 
-        let mut report = WriteReport::default();
-        let mut retired = Vec::new();
-        {
-            let mut state = self.state.write();
-            for (_, v) in &flat {
-                state.vectors.push(v);
-            }
-            let mut slot = first_slot;
-            for p in prepared {
-                let u = p.update;
-                if let Some(old) = state.unpublish(&u.doc_id) {
-                    report.chunks_removed += old.len();
-                    retired.extend(old);
-                }
-                let header = Arc::new(DocHeader {
-                    id: u.doc_id,
-                    version: u.version,
-                });
-                let n = u.chunks.len();
-                let slots: Vec<u32> = (slot..slot + n as u32).collect();
-                slot += n as u32;
-                let records = u
-                    .chunks
-                    .into_iter()
-                    .map(|c| SlotRecord {
-                        chunk_id: c.chunk.id,
-                        doc: header.clone(),
-                        ordinal: c.chunk.ordinal,
-                        span: c.chunk.span,
-                        text: Arc::from(c.chunk.text),
-                    })
-                    .collect();
-                state.publish(
-                    DocEntry {
-                        header,
-                        acl: u.acl,
-                        metadata: u.metadata,
-                        slots,
-                    },
-                    records,
-                );
-                report.documents_upserted += 1;
-                report.chunks_added += n;
-            }
-            state.generation += 1;
-            report.generation = state.generation;
-        }
-        self.retire(&hnsw, lexical.as_deref(), &retired)?;
-        let live = self.state.read().live.len() as usize;
-        if self.config.repack_min > 0 && total >= self.config.repack_min && total * 4 >= live {
-            self.repack_locked()?;
-        }
-        Ok(report)
+    /// Removes one document.
+    pub fn delete_document(&self, key: &DocKey) -> Result<WriteReport> {
+        self.apply_one(Op::Remove {
+            keys: vec![key.clone()],
+            erase: false,
+        })
+    }
+
+    pub(crate) fn apply_one(&self, op: Op) -> Result<WriteReport> {
+        self.apply_ops(vec![op], &mut |_| Ok(()))
+            .pop()
+            .unwrap_or_else(|| {
+                Err(IndexError::BatchAborted {
+                    reason: "no result".into(),
+                })
+            })
     }
 
     /// Serialises and reloads the graph with the writer lock held, then swaps it in.
@@ -229,51 +324,6 @@ impl HnswIndex {
         Ok(())
     }
 
-    /// Removes one document.
-    pub fn delete_document(&self, doc_id: &DocId) -> Result<WriteReport> {
-        let _writer = self.writer.lock();
-        if !self.state.read().docs.contains_key(doc_id) {
-            return Err(IndexError::UnknownDocument {
-                doc_id: doc_id.clone(),
-            });
-        }
-        self.delete_locked(std::slice::from_ref(doc_id))
-    }
-
-    /// Removes every document matching `predicate`.
-    pub fn delete_matching(&self, predicate: &DeletePredicate) -> Result<WriteReport> {
-        let _writer = self.writer.lock();
-        let victims: Vec<DocId> = self
-            .state
-            .read()
-            .docs
-            .iter()
-            .filter(|(_, d)| predicate.matches(d.acl.as_ref(), &d.metadata))
-            .map(|(id, _)| id.clone())
-            .collect();
-        self.delete_locked(&victims)
-    }
-
-    fn delete_locked(&self, doc_ids: &[DocId]) -> Result<WriteReport> {
-        let mut report = WriteReport::default();
-        let mut retired = Vec::new();
-        let (hnsw, lexical) = {
-            let mut state = self.state.write();
-            for id in doc_ids {
-                if let Some(old) = state.unpublish(id) {
-                    report.documents_deleted += 1;
-                    report.chunks_removed += old.len();
-                    retired.extend(old);
-                }
-            }
-            state.generation += 1;
-            report.generation = state.generation;
-            (state.hnsw.clone(), state.lexical.clone())
-        };
-        self.retire(&hnsw, lexical.as_deref(), &retired)?;
-        Ok(report)
-    }
-
     /// Takes unpublished slots out of the graph and the lexical index, and compacts
     /// when enough piled up.
     fn retire(
@@ -281,6 +331,7 @@ impl HnswIndex {
         hnsw: &crate::hnsw::Hnsw,
         lexical: Option<&crate::lexical::Lexical>,
         slots: &[u32],
+        purge: bool,
     ) -> Result<()> {
         for &s in slots {
             hnsw.remove(s)?;
@@ -293,16 +344,15 @@ impl HnswIndex {
             state.tombstones += slots.len();
             (state.tombstones, state.live.len() as usize)
         };
-        if tombstones >= self.config.compaction_min
-            && tombstones as f64 >= self.config.compaction_fraction * live as f64
+        // An erasure compacts at once: the removed vectors leave the graph and the
+        // vector store now, not when enough tombstones have piled up.
+        if purge
+            || (tombstones >= self.config.compaction_min
+                && tombstones as f64 >= self.config.compaction_fraction * live as f64)
         {
             self.compact_locked()?;
         }
         Ok(())
-    }
-
-    fn next_slot(&self) -> u32 {
-        self.state.read().vectors.len() as u32
     }
 }
 
@@ -335,4 +385,18 @@ pub(crate) fn add_parallel(hnsw: &crate::hnsw::Hnsw, items: &[(u32, &[f32])]) ->
                 .unwrap_or_else(|_| Err(IndexError::usearch("add", "insert thread panicked")))
         })
     })
+}
+
+/// Gives every write of `idx` an error: the cause to the first, a summary of it to
+/// the others (errors hold I/O sources and cannot be cloned).
+fn fail_some(results: &mut [Option<Result<WriteReport>>], idx: &[usize], e: IndexError) {
+    let reason = e.to_string();
+    let mut first = Some(e);
+    for &i in idx {
+        results[i] = Some(Err(first.take().unwrap_or_else(|| {
+            IndexError::BatchAborted {
+                reason: reason.clone(),
+            }
+        })));
+    }
 }

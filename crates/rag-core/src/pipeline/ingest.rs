@@ -7,13 +7,10 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::{Pipeline, observe};
-use crate::document::{AttrValue, Document};
-use crate::error::{InvalidInput, Result};
-use crate::ids::DocId;
+use crate::document::{AttrValue, ContentHash, Document};
+use crate::error::{Error, InvalidInput, Result, Stage};
+use crate::ids::DocKey;
 use crate::write::{DocumentUpdate, EmbeddedChunk};
-
-/// The metadata attribute holding a document's content hash.
-pub const CONTENT_HASH_ATTR: &str = "rag.content_sha256";
 
 /// What an ingestion did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -35,18 +32,58 @@ pub struct IngestReport {
     pub seconds: f64,
 }
 
-/// A hash of everything stored about a document besides its chunks.
-fn content_hash(doc: &Document) -> String {
+/// A digest of everything stored about a document besides its chunks: tenant, id,
+/// version, text, ACL and metadata, each field length-prefixed in a fixed order (a
+/// stable encoding, not `Debug` output), so that it survives restarts and upgrades.
+pub fn content_hash(doc: &Document) -> ContentHash {
+    fn field(h: &mut Sha256, bytes: &[u8]) {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
     let mut h = Sha256::new();
+    field(&mut h, b"rag-document-v1");
+    field(&mut h, doc.tenant.as_str().as_bytes());
+    field(&mut h, doc.id.as_str().as_bytes());
     h.update(doc.version.to_le_bytes());
-    h.update((doc.text.len() as u64).to_le_bytes());
-    h.update(doc.text.as_bytes());
-    h.update(format!("{:?}", doc.acl).as_bytes());
-    let mut meta = doc.metadata.clone();
-    meta.attributes.remove(CONTENT_HASH_ATTR);
-    h.update(format!("{meta:?}").as_bytes());
-    let d = h.finalize();
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    field(&mut h, doc.text.as_bytes());
+    match &doc.acl {
+        None => h.update([0u8]),
+        Some(acl) => {
+            h.update([1u8]);
+            field(&mut h, acl.tenant.as_str().as_bytes());
+            for tags in [&acl.allow, &acl.deny] {
+                h.update((tags.len() as u64).to_le_bytes());
+                for t in tags {
+                    field(&mut h, t.to_string().as_bytes());
+                }
+            }
+        }
+    }
+    for s in [&doc.metadata.title, &doc.metadata.source] {
+        match s {
+            None => h.update([0u8]),
+            Some(s) => {
+                h.update([1u8]);
+                field(&mut h, s.as_bytes());
+            }
+        }
+    }
+    h.update((doc.metadata.attributes.len() as u64).to_le_bytes());
+    for (k, v) in &doc.metadata.attributes {
+        field(&mut h, k.as_bytes());
+        match v {
+            AttrValue::Text(s) => {
+                h.update([0u8]);
+                field(&mut h, s.as_bytes());
+            }
+            AttrValue::Int(i) => {
+                h.update([1u8]);
+                h.update(i.to_le_bytes());
+            }
+            AttrValue::Bool(b) => h.update([2u8, u8::from(*b)]),
+        }
+    }
+    ContentHash(h.finalize().into())
 }
 
 impl Pipeline {
@@ -65,7 +102,19 @@ impl Pipeline {
             if d.id.is_empty() {
                 return Err(InvalidInput::EmptyId { what: "document" }.into());
             }
-            if !seen.insert(d.id.clone()) {
+            if d.tenant.is_empty() {
+                return Err(InvalidInput::EmptyId { what: "tenant" }.into());
+            }
+            if let Some(acl) = &d.acl
+                && acl.tenant != d.tenant
+            {
+                return Err(InvalidInput::TenantMismatch {
+                    key: d.tenant.clone(),
+                    acl: acl.tenant.clone(),
+                }
+                .into());
+            }
+            if !seen.insert(d.key()) {
                 return Err(InvalidInput::DuplicateDocument {
                     doc_id: d.id.clone(),
                 }
@@ -93,10 +142,8 @@ impl Pipeline {
         let mut window = Vec::with_capacity(self.config.upsert_batch);
         for doc in docs {
             let hash = content_hash(&doc);
-            let stored = self.index.document(&doc.id)?;
-            let same = stored.is_some_and(|s| {
-                s.metadata.attributes.get(CONTENT_HASH_ATTR) == Some(&AttrValue::Text(hash.clone()))
-            });
+            let stored = self.index.document(&doc.key())?;
+            let same = stored.is_some_and(|s| s.content_hash == Some(hash));
             if same {
                 report.unchanged += 1;
                 continue;
@@ -119,7 +166,7 @@ impl Pipeline {
 
     fn write_window(
         &self,
-        window: Vec<(Document, String)>,
+        window: Vec<(Document, ContentHash)>,
         report: &mut IngestReport,
     ) -> Result<()> {
         let mut chunked = Vec::with_capacity(window.len());
@@ -142,49 +189,68 @@ impl Pipeline {
         }
         report.embed_seconds += t.elapsed().as_secs_f64();
         observe::stage("embed", true, t.elapsed());
+        if embeddings.len() != texts.len() {
+            // Never pair a chunk with another chunk's vector.
+            return Err(Error::backend(
+                Stage::Embed,
+                format!(
+                    "the embedder returned {} vectors for {} texts",
+                    embeddings.len(),
+                    texts.len()
+                ),
+            ));
+        }
         drop(texts);
         drop(owned);
         let mut embeddings = embeddings.into_iter();
         let mut updates = Vec::with_capacity(chunked.len());
         let mut ids = BTreeSet::new();
         for (doc, hash, chunks) in chunked {
-            let mut metadata = doc.metadata;
-            metadata
-                .attributes
-                .insert(CONTENT_HASH_ATTR.into(), AttrValue::Text(hash));
             report.chunks += chunks.len();
             let chunks = chunks
                 .into_iter()
                 .zip(embeddings.by_ref())
                 .map(|(chunk, embedding)| EmbeddedChunk { chunk, embedding })
                 .collect();
-            ids.insert(doc.id.clone());
+            ids.insert(doc.key());
             updates.push(DocumentUpdate {
+                tenant: doc.tenant,
                 doc_id: doc.id,
                 version: doc.version,
                 acl: doc.acl,
-                metadata,
+                metadata: doc.metadata,
+                content_hash: Some(hash),
                 chunks,
             });
         }
         let t = Instant::now();
         let written = self.index.upsert(updates);
         observe::stage("index", written.is_ok(), t.elapsed());
-        written?;
-        report.upserted += ids.len();
+        let written = written?;
+        report.upserted += written.documents_upserted;
+        report.unchanged += written.documents_unchanged;
         report.cache_invalidated += self.invalidate(&ids)?;
         Ok(())
     }
 
     /// Removes a document from the index and drops cache entries citing it.
-    pub fn delete(&self, doc_id: &DocId) -> Result<()> {
-        self.index.delete(doc_id)?;
-        self.invalidate(&BTreeSet::from([doc_id.clone()]))?;
+    pub fn delete(&self, key: &DocKey) -> Result<()> {
+        self.index.delete(key)?;
+        self.invalidate(&BTreeSet::from([key.clone()]))?;
         metrics::gauge!(observe::INDEX_CHUNKS).set(self.index.stats().chunks as f64);
         Ok(())
     }
 
-    fn invalidate(&self, ids: &BTreeSet<DocId>) -> Result<usize> {
+    /// Erases a document: removed from the index and the cache, with every copy of
+    /// its text and embedding purged before this returns.
+    pub fn erase(&self, key: &DocKey) -> Result<()> {
+        self.index.erase(key)?;
+        self.invalidate(&BTreeSet::from([key.clone()]))?;
+        metrics::gauge!(observe::INDEX_CHUNKS).set(self.index.stats().chunks as f64);
+        Ok(())
+    }
+
+    fn invalidate(&self, ids: &BTreeSet<DocKey>) -> Result<usize> {
         match &self.cache {
             Some(c) => c.invalidate(ids),
             None => Ok(0),

@@ -10,7 +10,8 @@
 //! use std::sync::Arc;
 //! use rag_core::pipeline::{Pipeline, QueryOptions};
 //! use rag_core::testing::{EchoGenerator, FlatIndex, HashEmbedder, OpenResolver};
-//! use rag_core::{Acl, DocId, Document, Embedder, Metadata, Principal, RecursiveChunker, WordCounter};
+//! use rag_core::{Acl, DocId, Document, Embedder, Metadata, Principal, RecursiveChunker, TenantId,
+//!     WordCounter};
 //!
 //! let embedder = Arc::new(HashEmbedder::new(32)?);
 //! let pipeline = Pipeline::builder()
@@ -21,6 +22,7 @@
 //!     .access(Arc::new(OpenResolver))
 //!     .build()?;
 //! pipeline.ingest(vec![Document {
+//!     tenant: TenantId::new("acme"),
 //!     id: DocId::new("handbook"),
 //!     version: 1,
 //!     text: "Expenses are approved by the team lead.".into(),
@@ -51,7 +53,7 @@ use std::sync::atomic::AtomicU64;
 
 pub use config::{PipelineConfig, QuestionPolicy};
 pub use health::{Health, HealthStatus};
-pub use ingest::IngestReport;
+pub use ingest::{IngestReport, content_hash};
 pub use query::{Degradation, QueryAnswer, QueryOptions, StageTiming};
 
 use crate::error::{InvalidInput, Result};

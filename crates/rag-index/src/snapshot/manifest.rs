@@ -6,8 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::SnapshotError;
 
-/// The snapshot format this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// The snapshot format this build writes. It reads this one and every earlier one
+/// (format 1 had document ids without tenants; see the tables module).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+
+/// The usearch release whose graph files this build writes.
+pub const USEARCH_VERSION: &str = "2.26.6";
 
 /// The manifest's file name inside a snapshot directory.
 pub const MANIFEST_FILE: &str = "MANIFEST.json";
@@ -61,6 +65,12 @@ pub struct Manifest {
     pub graph: GraphEntry,
     /// The index generation snapshotted.
     pub generation: u64,
+    /// The sequence number of the last write the snapshot holds (0 in format 1).
+    #[serde(default)]
+    pub sequence: u64,
+    /// The usearch release that wrote the graph (absent in format 1).
+    #[serde(default)]
+    pub usearch_version: Option<String>,
     /// One past the highest slot ever allocated.
     pub next_slot: u64,
     /// Removed vectors still in the graph.
@@ -94,7 +104,7 @@ impl Manifest {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-        if manifest.format_version != SNAPSHOT_FORMAT_VERSION {
+        if manifest.format_version == 0 || manifest.format_version > SNAPSHOT_FORMAT_VERSION {
             return Err(SnapshotError::UnsupportedVersion {
                 found: manifest.format_version,
                 supported: SNAPSHOT_FORMAT_VERSION,

@@ -17,10 +17,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fs_err as fs;
-use rag_core::{DocId, ModelFingerprint};
+use rag_core::{DocKey, ModelFingerprint, TenantId};
 use sha2::{Digest, Sha256};
 
-pub use manifest::{FileEntry, Manifest, SNAPSHOT_FORMAT_VERSION};
+pub use manifest::{FileEntry, Manifest, SNAPSHOT_FORMAT_VERSION, USEARCH_VERSION};
 use manifest::{GraphEntry, MANIFEST_FILE, ModelEntry};
 use tables::{ChunkRow, DocRow};
 
@@ -78,17 +78,19 @@ impl HnswIndex {
                 continue;
             };
             docs.push(DocRow {
-                id: id.clone(),
+                key: id.clone(),
                 version: d.header.version,
                 acl: d.acl.clone(),
                 metadata: d.metadata.clone(),
+                content_hash: d.content_hash,
             });
             for &slot in &d.slots {
                 if let Some(Some(r)) = state.records.get(slot as usize) {
                     chunks.push(ChunkRow {
                         slot,
                         chunk_id: r.chunk_id,
-                        doc_id: id.clone(),
+                        tenant: Some(id.tenant.clone()),
+                        doc_id: id.doc_id.clone(),
                         doc_version: d.header.version,
                         ordinal: r.ordinal,
                         span: r.span,
@@ -141,6 +143,8 @@ impl HnswIndex {
                 expansion_search: self.config.expansion_search,
             },
             generation: state.generation,
+            sequence: state.sequence,
+            usearch_version: Some(USEARCH_VERSION.to_owned()),
             next_slot: state.vectors.len() as u64,
             tombstones: state.tombstones as u64,
             documents: docs.len() as u64,
@@ -195,7 +199,11 @@ impl HnswIndex {
         let (documents, hnsw, (chunks, vectors)) = in_parallel(
             || {
                 let bytes = read_verified(dir, m.file("documents")?)?;
-                Ok(tables::read_documents("documents", bytes)?)
+                Ok(tables::read_documents(
+                    "documents",
+                    bytes,
+                    m.format_version,
+                )?)
             },
             || {
                 let bytes = read_verified(dir, m.file("graph")?)?;
@@ -204,7 +212,12 @@ impl HnswIndex {
             },
             || {
                 let bytes = read_verified(dir, m.file("chunks")?)?;
-                Ok(tables::read_chunks("chunks", bytes, dims)?)
+                Ok(tables::read_chunks(
+                    "chunks",
+                    bytes,
+                    dims,
+                    m.format_version,
+                )?)
             },
         )?;
         if documents.len() as u64 != m.documents || chunks.len() as u64 != m.chunks {
@@ -309,6 +322,7 @@ fn rebuild_state(
         u32::try_from(m.next_slot).map_err(|_| corrupt("slot count overflows".into()))?;
     let mut state = State::new(dims, Arc::new(hnsw));
     state.generation = m.generation;
+    state.sequence = m.sequence;
     state.tombstones = m.tombstones as usize;
     let mut by_slot: Vec<Option<usize>> = vec![None; next_slot as usize];
     let mut chunk_ids = HashSet::new();
@@ -330,13 +344,18 @@ fn rebuild_state(
             None => state.vectors.push(&zeros),
         }
     }
-    let mut docs: HashMap<DocId, Reassembly> = HashMap::with_capacity(documents.len());
+    let mut docs: HashMap<DocKey, Reassembly> = HashMap::with_capacity(documents.len());
+    // Format 1 keyed documents by id alone: its chunks join on the id.
+    let mut tenant_of: HashMap<rag_core::DocId, TenantId> = HashMap::new();
     for row in documents {
         let header = Arc::new(DocHeader {
-            id: row.id.clone(),
+            key: row.key.clone(),
             version: row.version,
         });
-        let id = row.id.clone();
+        let id = row.key.clone();
+        if m.format_version < 2 {
+            tenant_of.insert(id.doc_id.clone(), id.tenant.clone());
+        }
         let doc = Reassembly {
             row,
             header,
@@ -351,8 +370,19 @@ fn rebuild_state(
     }
     chunks.sort_by_key(|c| (c.ordinal, c.slot));
     for c in chunks {
+        let tenant = match &c.tenant {
+            Some(t) => t.clone(),
+            None => tenant_of
+                .get(&c.doc_id)
+                .cloned()
+                .unwrap_or_else(|| TenantId::new("")),
+        };
+        let key = DocKey {
+            tenant,
+            doc_id: c.doc_id.clone(),
+        };
         let doc = docs
-            .get_mut(&c.doc_id)
+            .get_mut(&key)
             .ok_or_else(|| corrupt(format!("chunk of unknown document {}", c.doc_id)))?;
         if doc.row.version != c.doc_version {
             return Err(corrupt(format!(
@@ -381,6 +411,7 @@ fn rebuild_state(
                 header: doc.header,
                 acl: doc.row.acl,
                 metadata: doc.row.metadata,
+                content_hash: doc.row.content_hash,
                 slots,
             },
             records,

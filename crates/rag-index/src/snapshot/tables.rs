@@ -2,10 +2,17 @@
 //!
 //! `documents`: `doc_id`, `version`, `has_acl`, `tenant`, `allow` and `deny` (lists of
 //! `u:`/`g:`/`r:` tags), `title`, `source`, `attr_keys`, `attr_values` (values typed
-//! by prefix: `s:` text, `i:` integer, `b:` flag).
+//! by prefix: `s:` text, `i:` integer, `b:` flag), and from format 2 `content_hash`
+//! (hex, nullable).
 //! `chunks`: `slot`, `chunk_id`, `doc_id`, `doc_version`, `ordinal`, `span_start`,
-//! `span_end`, `text`, `embedding` (fixed-size list of `f32`, unit length).
-//! ACL and metadata live once per document and join to chunks on `doc_id`.
+//! `span_end`, `text`, `embedding` (fixed-size list of `f32`, unit length), and from
+//! format 2 `tenant`.
+//! ACL and metadata live once per document and join to chunks on (`tenant`, `doc_id`).
+//!
+//! Format 1 had no tenant in the document key: its `tenant` column is the ACL's
+//! (null without an ACL), and a document without an ACL is read into the empty
+//! tenant, which no filter names. From format 2 `tenant` is the key's tenant,
+//! always set, and an ACL's tenant equals it.
 
 use std::sync::Arc;
 
@@ -19,17 +26,20 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use rag_core::{Acl, AttrValue, ChunkId, DocId, Metadata, PermissionTag, Span, TenantId};
+use rag_core::{
+    Acl, AttrValue, ChunkId, ContentHash, DocId, DocKey, Metadata, PermissionTag, Span, TenantId,
+};
 
 use crate::error::SnapshotError;
 
 /// A document row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocRow {
-    pub id: DocId,
+    pub key: DocKey,
     pub version: u64,
     pub acl: Option<Acl>,
     pub metadata: Metadata,
+    pub content_hash: Option<ContentHash>,
 }
 
 /// A chunk row.
@@ -37,6 +47,8 @@ pub struct DocRow {
 pub struct ChunkRow {
     pub slot: u32,
     pub chunk_id: ChunkId,
+    /// The document's tenant (`None` when read from format 1).
+    pub tenant: Option<TenantId>,
     pub doc_id: DocId,
     pub doc_version: u64,
     pub ordinal: u32,
@@ -50,8 +62,8 @@ fn tag_list() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
 }
 
-fn documents_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
+fn documents_schema(format: u32) -> SchemaRef {
+    let mut fields = vec![
         Field::new("doc_id", DataType::Utf8, false),
         Field::new("version", DataType::UInt64, false),
         Field::new("has_acl", DataType::Boolean, false),
@@ -62,11 +74,15 @@ fn documents_schema() -> SchemaRef {
         Field::new("source", DataType::Utf8, true),
         Field::new("attr_keys", tag_list(), false),
         Field::new("attr_values", tag_list(), false),
-    ]))
+    ];
+    if format >= 2 {
+        fields.push(Field::new("content_hash", DataType::Utf8, true));
+    }
+    Arc::new(Schema::new(fields))
 }
 
-fn chunks_schema(dims: usize) -> SchemaRef {
-    Arc::new(Schema::new(vec![
+fn chunks_schema(dims: usize, format: u32) -> SchemaRef {
+    let mut fields = vec![
         Field::new("slot", DataType::UInt32, false),
         Field::new("chunk_id", DataType::UInt64, false),
         Field::new("doc_id", DataType::Utf8, false),
@@ -83,8 +99,15 @@ fn chunks_schema(dims: usize) -> SchemaRef {
             ),
             false,
         ),
-    ]))
+    ];
+    if format >= 2 {
+        fields.push(Field::new("tenant", DataType::Utf8, false));
+    }
+    Arc::new(Schema::new(fields))
 }
+
+/// The table format this build writes.
+const WRITE_FORMAT: u32 = super::SNAPSHOT_FORMAT_VERSION;
 
 fn encode_err(file: &str) -> impl Fn(String) -> SnapshotError + '_ {
     move |reason| SnapshotError::Encode {
@@ -149,7 +172,7 @@ fn decode_attr(s: &str) -> Option<AttrValue> {
 
 /// Encodes the documents table.
 pub fn write_documents(file: &str, rows: &[DocRow]) -> Result<Vec<u8>, SnapshotError> {
-    let schema = documents_schema();
+    let schema = documents_schema(WRITE_FORMAT);
     let err = encode_err(file);
     let batches = rows.chunks(ROW_GROUP.max(1)).map(|rows| {
         let tags = |pick: fn(&Acl) -> &std::collections::BTreeSet<PermissionTag>| {
@@ -170,7 +193,7 @@ pub fn write_documents(file: &str, rows: &[DocRow]) -> Result<Vec<u8>, SnapshotE
             .collect();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.id.as_str()),
+                rows.iter().map(|r| r.key.doc_id.as_str()),
             )),
             Arc::new(UInt64Array::from_iter_values(
                 rows.iter().map(|r| r.version),
@@ -179,8 +202,7 @@ pub fn write_documents(file: &str, rows: &[DocRow]) -> Result<Vec<u8>, SnapshotE
                 rows.iter().map(|r| r.acl.is_some()).collect::<Vec<_>>(),
             )),
             Arc::new(StringArray::from_iter(
-                rows.iter()
-                    .map(|r| r.acl.as_ref().map(|a| a.tenant.as_str())),
+                rows.iter().map(|r| Some(r.key.tenant.as_str())),
             )),
             Arc::new(tags(|a| &a.allow)),
             Arc::new(tags(|a| &a.deny)),
@@ -197,10 +219,13 @@ pub fn write_documents(file: &str, rows: &[DocRow]) -> Result<Vec<u8>, SnapshotE
             Arc::new(string_list(
                 attr_values.iter().map(|v| v.iter().map(String::as_str)),
             )),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.content_hash.map(|h| h.to_string())),
+            )),
         ];
         RecordBatch::try_new(schema.clone(), columns).map_err(|e| err(e.to_string()))
     });
-    write_batches(file, documents_schema(), batches)
+    write_batches(file, documents_schema(WRITE_FORMAT), batches)
 }
 
 /// Encodes the chunks table; `vector(slot)` gives each chunk's unit vector.
@@ -210,7 +235,7 @@ pub fn write_chunks<'v>(
     rows: &[ChunkRow],
     vector: impl Fn(u32) -> &'v [f32],
 ) -> Result<Vec<u8>, SnapshotError> {
-    let schema = chunks_schema(dims);
+    let schema = chunks_schema(dims, WRITE_FORMAT);
     let err = encode_err(file);
     let batches = rows.chunks(ROW_GROUP).map(|rows| {
         let mut values = Vec::with_capacity(rows.len() * dims);
@@ -248,10 +273,14 @@ pub fn write_chunks<'v>(
                 rows.iter().map(|r| r.text.as_ref()),
             )),
             Arc::new(embedding),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter()
+                    .map(|r| r.tenant.as_ref().map_or("", TenantId::as_str)),
+            )),
         ];
         RecordBatch::try_new(schema.clone(), columns).map_err(|e| err(e.to_string()))
     });
-    write_batches(file, chunks_schema(dims), batches)
+    write_batches(file, chunks_schema(dims, WRITE_FORMAT), batches)
 }
 
 struct Decoder<'a> {
@@ -318,15 +347,25 @@ impl<'a> Decoder<'a> {
     }
 }
 
+fn parse_hash(hex_text: &str) -> Option<ContentHash> {
+    let bytes = hex::decode(hex_text).ok()?;
+    Some(ContentHash(bytes.try_into().ok()?))
+}
+
 fn opt_str(a: &StringArray, i: usize) -> Option<String> {
     (!a.is_null(i)).then(|| a.value(i).to_owned())
 }
 
 /// Decodes the documents table.
-pub fn read_documents(file: &str, bytes: Bytes) -> Result<Vec<DocRow>, SnapshotError> {
+pub fn read_documents(file: &str, bytes: Bytes, format: u32) -> Result<Vec<DocRow>, SnapshotError> {
     let d = Decoder { file };
     let mut rows = Vec::new();
-    for b in d.batches(bytes, &documents_schema())? {
+    for b in d.batches(bytes, &documents_schema(format))? {
+        let hashes = if format >= 2 {
+            Some(d.col::<StringArray>(&b, "content_hash")?)
+        } else {
+            None
+        };
         let ids = d.col::<StringArray>(&b, "doc_id")?;
         let versions = d.col::<UInt64Array>(&b, "version")?;
         let has_acl = d.col::<BooleanArray>(&b, "has_acl")?;
@@ -338,15 +377,22 @@ pub fn read_documents(file: &str, bytes: Bytes) -> Result<Vec<DocRow>, SnapshotE
         let keys = d.col::<ListArray>(&b, "attr_keys")?;
         let values = d.col::<ListArray>(&b, "attr_values")?;
         for i in 0..b.num_rows() {
+            let tenant = TenantId::from(opt_str(tenants, i).unwrap_or_default());
             let acl = if has_acl.value(i) {
-                let tenant = opt_str(tenants, i).ok_or_else(|| d.corrupt("ACL without tenant"))?;
+                if tenant.is_empty() {
+                    return Err(d.corrupt("ACL without tenant"));
+                }
                 Some(Acl {
-                    tenant: TenantId::from(tenant),
+                    tenant: tenant.clone(),
                     allow: d.tags(allow, i)?,
                     deny: d.tags(deny, i)?,
                 })
             } else {
                 None
+            };
+            let content_hash = match hashes.and_then(|h| opt_str(h, i)) {
+                None => None,
+                Some(h) => Some(parse_hash(&h).ok_or_else(|| d.corrupt("bad content hash"))?),
             };
             let (k, v) = (d.strings(keys, i)?, d.strings(values, i)?);
             if k.len() != v.len() {
@@ -362,8 +408,9 @@ pub fn read_documents(file: &str, bytes: Bytes) -> Result<Vec<DocRow>, SnapshotE
                 })
                 .collect::<Result<_, _>>()?;
             rows.push(DocRow {
-                id: DocId::new(ids.value(i)),
+                key: DocKey::new(tenant, ids.value(i)),
                 version: versions.value(i),
+                content_hash,
                 acl,
                 metadata: Metadata {
                     title: opt_str(titles, i),
@@ -381,11 +428,17 @@ pub fn read_chunks(
     file: &str,
     bytes: Bytes,
     dims: usize,
+    format: u32,
 ) -> Result<(Vec<ChunkRow>, Vec<f32>), SnapshotError> {
     let d = Decoder { file };
     let mut rows = Vec::new();
     let mut vectors = Vec::new();
-    for b in d.batches(bytes, &chunks_schema(dims))? {
+    for b in d.batches(bytes, &chunks_schema(dims, format))? {
+        let tenants = if format >= 2 {
+            Some(d.col::<StringArray>(&b, "tenant")?)
+        } else {
+            None
+        };
         let slots = d.col::<UInt32Array>(&b, "slot")?;
         let ids = d.col::<UInt64Array>(&b, "chunk_id")?;
         let docs = d.col::<StringArray>(&b, "doc_id")?;
@@ -413,6 +466,7 @@ pub fn read_chunks(
             rows.push(ChunkRow {
                 slot: slots.value(i),
                 chunk_id: ChunkId(ids.value(i)),
+                tenant: tenants.map(|t| TenantId::new(t.value(i))),
                 doc_id: DocId::new(docs.value(i)),
                 doc_version: versions.value(i),
                 ordinal: ordinals.value(i),
@@ -432,8 +486,9 @@ mod tests {
     fn documents_roundtrip() {
         let rows = vec![
             DocRow {
-                id: DocId::new("a"),
+                key: DocKey::new("t", "a"),
                 version: 3,
+                content_hash: Some(ContentHash([7; 32])),
                 acl: Some(Acl::new("t").allow_group("g").deny_user("u")),
                 metadata: Metadata::default()
                     .with_title("T")
@@ -442,19 +497,23 @@ mod tests {
                     .with_attr("s", AttrValue::Text("x:y".into())),
             },
             DocRow {
-                id: DocId::new("b"),
+                key: DocKey::new("t2", "b"),
                 version: 1,
+                content_hash: None,
                 acl: None,
                 metadata: Metadata::default().with_source("/p"),
             },
         ];
         let bytes = write_documents("d", &rows).unwrap();
-        assert_eq!(read_documents("d", Bytes::from(bytes)).unwrap(), rows);
+        assert_eq!(
+            read_documents("d", Bytes::from(bytes), WRITE_FORMAT).unwrap(),
+            rows
+        );
     }
 
     #[test]
     fn garbage_is_a_typed_error() {
-        let err = read_documents("d", Bytes::from_static(b"not parquet")).unwrap_err();
+        let err = read_documents("d", Bytes::from_static(b"not parquet"), 2).unwrap_err();
         assert!(matches!(err, SnapshotError::Corrupt { .. }), "{err}");
     }
 }

@@ -1,8 +1,8 @@
 //! Bad input gets a typed error, and nothing accepted before is lost.
 
 use rag_core::{
-    AccessFilter, Acl, ChunkId, DocId, Embedding, Fusion, InvalidInput, ModelId, Principal,
-    SearchRequest, VectorIndex,
+    AccessFilter, Acl, ChunkId, Embedding, Fusion, InvalidInput, ModelId, Principal, SearchRequest,
+    VectorIndex,
 };
 use rag_index::{HnswIndex, IndexConfig, IndexError};
 
@@ -136,7 +136,7 @@ fn empty_text_and_empty_documents() {
 #[test]
 fn unknown_document() {
     let index = seeded();
-    let err = index.delete_document(&DocId::new("nope")).unwrap_err();
+    let err = index.delete_document(&key("nope")).unwrap_err();
     assert!(matches!(err, IndexError::UnknownDocument { .. }));
     let boundary: rag_core::Error = err.into();
     assert!(matches!(boundary, rag_core::Error::NotFound { .. }));
@@ -156,7 +156,7 @@ fn duplicate_chunk_ids() {
     ));
     // Colliding with another stored document's chunk.
     let mut u = doc("new", 1, acl.clone(), &[vec![1.0; DIMS]]);
-    u.chunks[0].chunk.id = ChunkId::derive(&DocId::new("keep"), 0);
+    u.chunks[0].chunk.id = ChunkId::derive(&key("keep"), 0);
     assert!(matches!(
         input_err(index.upsert_documents(vec![u])),
         InvalidInput::DuplicateChunkId { .. }

@@ -2,8 +2,8 @@
 
 use rag_core::testing::FlatIndex;
 use rag_core::{
-    AccessFilter, Acl, AttrValue, Chunk, ChunkId, DocId, DocumentUpdate, EmbeddedChunk, Embedding,
-    Metadata, ModelFingerprint, SearchResult, Span, VectorIndex,
+    AccessFilter, Acl, AttrValue, Chunk, ChunkId, DocId, DocKey, DocumentUpdate, EmbeddedChunk,
+    Embedding, Metadata, ModelFingerprint, SearchResult, Span, VectorIndex,
 };
 use rag_index::{HnswIndex, IndexConfig};
 
@@ -27,13 +27,39 @@ pub fn emb(v: &[f32]) -> Embedding {
     Embedding::new(fingerprint().id(), v.to_vec()).unwrap()
 }
 
-/// A document whose chunk `i` has vector `vectors[i]`.
+/// The tenant of test documents that have no ACL to name one.
+pub const DEFAULT_TENANT: &str = "acme";
+
+/// A document whose chunk `i` has vector `vectors[i]`, of its ACL's tenant (or
+/// [`DEFAULT_TENANT`]).
 pub fn doc(id: &str, version: u64, acl: Option<Acl>, vectors: &[Vec<f32>]) -> DocumentUpdate {
+    let tenant = acl
+        .as_ref()
+        .map_or_else(|| DEFAULT_TENANT.into(), |a| a.tenant.clone());
+    doc_in(tenant.as_str(), id, version, acl, vectors)
+}
+
+/// The key of a test document of [`DEFAULT_TENANT`].
+pub fn key(id: &str) -> DocKey {
+    DocKey::new(DEFAULT_TENANT, id)
+}
+
+/// [`doc`] in a given tenant.
+pub fn doc_in(
+    tenant: &str,
+    id: &str,
+    version: u64,
+    acl: Option<Acl>,
+    vectors: &[Vec<f32>],
+) -> DocumentUpdate {
     let doc_id = DocId::new(id);
+    let key = DocKey::new(tenant, doc_id.clone());
     DocumentUpdate {
+        tenant: key.tenant.clone(),
         doc_id: doc_id.clone(),
         version,
         acl,
+        content_hash: None,
         metadata: Metadata::default()
             .with_title(format!("title {id}"))
             .with_attr("v", AttrValue::Int(version as i64)),
@@ -44,7 +70,7 @@ pub fn doc(id: &str, version: u64, acl: Option<Acl>, vectors: &[Vec<f32>]) -> Do
                 let text = format!("{id} v{version} chunk {i} {}", words(v).join(" "));
                 EmbeddedChunk {
                     chunk: Chunk {
-                        id: ChunkId::derive(&doc_id, i as u32),
+                        id: ChunkId::derive(&key, i as u32),
                         ordinal: i as u32,
                         span: Span::new(0, text.len()),
                         text,
@@ -100,7 +126,7 @@ pub fn assert_same_ranking(got: &SearchResult, want: &SearchResult) {
 pub fn assert_all_visible(r: &SearchResult, filter: &AccessFilter, oracle: &FlatIndex) {
     for h in &r.hits {
         let info = oracle
-            .document(&h.doc_id)
+            .document(&DocKey::new(filter.tenant().clone(), h.doc_id.clone()))
             .unwrap()
             .unwrap_or_else(|| panic!("hit of a document the oracle does not hold: {}", h.doc_id));
         assert!(

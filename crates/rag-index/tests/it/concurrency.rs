@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use rag_core::{AccessFilter, Acl, DocId, Principal, SearchRequest, VectorIndex};
+use rag_core::{AccessFilter, Acl, Principal, SearchRequest, VectorIndex};
 use rag_index::{HnswIndex, IndexConfig, SearchMode};
 
 use crate::common::*;
@@ -82,7 +82,7 @@ fn readers_never_see_a_mix_or_nothing() {
                 index.upsert(vec![hot(v)]).unwrap();
                 // Churn other documents too, so compaction runs under the readers.
                 let id = format!("f{}", v % 200);
-                index.delete(&DocId::new(&id)).unwrap();
+                index.delete(&key(&id)).unwrap();
                 index
                     .upsert(vec![doc(
                         &id,

@@ -7,3 +7,4 @@ mod concurrency;
 mod oracle;
 mod planner;
 mod snapshot;
+mod store;

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use rag_core::{
-    AccessFilter, Acl, DeletePredicate, DocId, Principal, SearchRequest, SearchStrategy,
+    AccessFilter, Acl, DeletePredicate, DocKey, Principal, SearchRequest, SearchStrategy,
     VectorIndex,
 };
 use rag_index::SearchMode;
@@ -54,17 +54,19 @@ fn vector() -> impl Strategy<Value = Vec<f32>> {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Upsert(usize, Option<Acl>, Vec<Vec<f32>>),
-    Delete(usize),
+    /// Upsert of document `d` in its ACL's tenant (tenant `t` without an ACL).
+    Upsert(usize, usize, Option<Acl>, Vec<Vec<f32>>),
+    /// Delete of document `d` of tenant `t`.
+    Delete(usize, usize),
     DeleteTenant(usize),
     Compact,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => (0usize..24, acl_strategy(), proptest::collection::vec(vector(), 1..4))
-            .prop_map(|(d, a, v)| Op::Upsert(d, a, v)),
-        2 => (0usize..24).prop_map(Op::Delete),
+        8 => (0usize..2, 0usize..24, acl_strategy(), proptest::collection::vec(vector(), 1..4))
+            .prop_map(|(t, d, a, v)| Op::Upsert(t, d, a, v)),
+        2 => (0usize..2, 0usize..24).prop_map(|(t, d)| Op::Delete(t, d)),
         1 => (0usize..2).prop_map(Op::DeleteTenant),
         1 => Just(Op::Compact),
     ]
@@ -101,19 +103,21 @@ proptest! {
         for (version, op) in ops.into_iter().enumerate() {
             let version = version as u64;
             match op {
-                Op::Upsert(d, acl, vs) => {
-                    let u = doc(&format!("d{d}"), version, acl, &vs);
-                    index.upsert(vec![u.clone()]).unwrap();
-                    oracle.upsert(vec![u]).unwrap();
+                Op::Upsert(t, d, acl, vs) => {
+                    let tenant = acl.as_ref().map_or(TENANTS[t], |a| a.tenant.as_str()).to_owned();
+                    let u = doc_in(&tenant, &format!("d{d}"), version, acl, &vs);
+                    let a = index.upsert(vec![u.clone()]).unwrap();
+                    let b = oracle.upsert(vec![u]).unwrap();
+                    prop_assert_eq!(a.documents_upserted, b.documents_upserted);
                 }
-                Op::Delete(d) => {
-                    let id = DocId::new(format!("d{d}"));
-                    prop_assert_eq!(index.delete(&id).is_ok(), oracle.delete(&id).is_ok());
+                Op::Delete(t, d) => {
+                    let key = DocKey::new(TENANTS[t], format!("d{d}"));
+                    prop_assert_eq!(index.delete(&key).is_ok(), oracle.delete(&key).is_ok());
                 }
                 Op::DeleteTenant(t) => {
-                    let p = DeletePredicate::Tenant(TENANTS[t].into());
-                    let a = index.delete_where(p.clone()).unwrap();
-                    let b = oracle.delete_where(p).unwrap();
+                    let tenant = TENANTS[t].into();
+                    let a = index.delete_where(&tenant, DeletePredicate::Everything).unwrap();
+                    let b = oracle.delete_where(&tenant, DeletePredicate::Everything).unwrap();
                     prop_assert_eq!(a.documents_deleted, b.documents_deleted);
                 }
                 Op::Compact => index.compact().unwrap(),

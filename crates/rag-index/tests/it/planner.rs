@@ -1,7 +1,7 @@
 //! The planner's choices, the graph path's recall, and compaction.
 
 use rag_core::testing::FlatIndex;
-use rag_core::{AccessFilter, Acl, DocId, Principal, SearchStrategy, VectorIndex};
+use rag_core::{AccessFilter, Acl, Principal, SearchStrategy, VectorIndex};
 use rag_index::{HnswIndex, IndexConfig, SearchMode};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -91,7 +91,7 @@ fn deletes_are_compacted_and_space_is_reclaimed() {
     let before = index.memory();
     assert_eq!(before.graph_vectors, 2000);
     for i in (0..2000).filter(|i| i % 4 != 0) {
-        let id = DocId::new(format!("d{i}"));
+        let id = key(&format!("d{i}"));
         index.delete(&id).unwrap();
         oracle.delete(&id).unwrap();
     }
@@ -146,7 +146,7 @@ fn repacked_graph_keeps_recall_and_accepts_writes() {
     index.upsert(docs.clone()).unwrap();
     oracle.upsert(docs).unwrap();
     for i in (0..600).step_by(3) {
-        let id = DocId::new(format!("d{i}"));
+        let id = key(&format!("d{i}"));
         index.delete(&id).unwrap();
         oracle.delete(&id).unwrap();
     }

@@ -3,13 +3,18 @@
 use std::path::Path;
 
 use rag_core::{
-    AccessFilter, Acl, AttrValue, DocId, ModelFingerprint, Principal, SearchRequest, VectorIndex,
+    AccessFilter, Acl, AttrValue, DocKey, ModelFingerprint, Principal, SearchRequest, VectorIndex,
 };
 use rag_index::{HnswIndex, IndexConfig, IndexError, Manifest, SearchMode, SnapshotError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::common::*;
+
+/// The key of document `i` of [`populated`]: every fifth from 2 is Globex's.
+fn key_of(i: usize) -> DocKey {
+    DocKey::new(if i % 5 == 2 { "globex" } else { "acme" }, format!("d{i}"))
+}
 
 fn populated() -> HnswIndex {
     let index = HnswIndex::new(fingerprint(), small_config()).unwrap();
@@ -32,7 +37,7 @@ fn populated() -> HnswIndex {
         .collect();
     index.upsert(docs).unwrap();
     for i in (0..300).step_by(7) {
-        index.delete(&DocId::new(format!("d{i}"))).unwrap();
+        index.delete(&key_of(i)).unwrap();
     }
     index
 }
@@ -89,7 +94,7 @@ fn assert_same_results(a: &HnswIndex, b: &HnswIndex) {
         }
     }
     for i in 0..300 {
-        let id = DocId::new(format!("d{i}"));
+        let id = key_of(i);
         assert_eq!(a.document(&id).unwrap(), b.document(&id).unwrap());
     }
 }
@@ -111,7 +116,7 @@ fn roundtrip_gives_identical_results() {
             &[vec![1.0; DIMS]],
         )])
         .unwrap();
-    restored.delete(&DocId::new("d1")).unwrap();
+    restored.delete(&key("d1")).unwrap();
 }
 
 #[test]
@@ -119,12 +124,12 @@ fn a_new_snapshot_replaces_the_old_one() {
     let index = populated();
     let dir = tempfile::tempdir().unwrap();
     index.snapshot(dir.path()).unwrap();
-    index.delete(&DocId::new("d3")).unwrap();
+    index.delete(&key_of(3)).unwrap();
     index.snapshot(dir.path()).unwrap();
     let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
     assert_eq!(files.len(), 4, "stale files left: {files:?}");
     let restored = HnswIndex::restore(dir.path(), None, small_config()).unwrap();
-    assert!(restored.document(&DocId::new("d3")).unwrap().is_none());
+    assert!(restored.document(&key_of(3)).unwrap().is_none());
     assert_same_results(&index, &restored);
 }
 
@@ -190,7 +195,7 @@ fn missing_or_broken_manifest_and_missing_files() {
 
     std::fs::write(
         &manifest,
-        text.replace("\"format_version\": 1", "\"format_version\": 99"),
+        text.replace("\"format_version\": 2", "\"format_version\": 99"),
     )
     .unwrap();
     assert!(matches!(
