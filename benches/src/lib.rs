@@ -5,6 +5,7 @@
 pub mod args;
 pub mod beir;
 pub mod corpus;
+pub mod crash;
 pub mod eval;
 pub mod metrics;
 pub mod timing;

@@ -55,6 +55,8 @@
 mod config;
 mod error;
 mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hnsw;
 mod index;
 mod kernels;

@@ -1,5 +1,9 @@
 //! Normalized vectors by slot, in fixed-size segments so that growth never moves
-//! what is stored.
+//! what is stored. Segments are shared (`Arc`), so a clone is cheap: a checkpoint
+//! takes one in a moment and encodes it while writers go on; the one segment a
+//! writer then appends to is copied first (copy on write), the others never change.
+
+use std::sync::Arc;
 
 const SEGMENT_SLOTS: usize = 4096;
 
@@ -8,7 +12,7 @@ const SEGMENT_SLOTS: usize = 4096;
 pub struct VectorStore {
     dims: usize,
     len: usize,
-    segments: Vec<Box<[f32]>>,
+    segments: Vec<Arc<[f32]>>,
 }
 
 impl VectorStore {
@@ -31,10 +35,16 @@ impl VectorStore {
         let offset = (self.len % SEGMENT_SLOTS) * self.dims;
         if offset == 0 {
             self.segments
-                .push(vec![0f32; SEGMENT_SLOTS * self.dims].into_boxed_slice());
+                .push(Arc::from(vec![0f32; SEGMENT_SLOTS * self.dims]));
         }
         if let Some(seg) = self.segments.last_mut() {
-            seg[offset..offset + self.dims].copy_from_slice(v);
+            if Arc::get_mut(seg).is_none() {
+                // Shared with a checkpoint being written: copy before writing.
+                *seg = Arc::from(seg.to_vec());
+            }
+            if let Some(seg) = Arc::get_mut(seg) {
+                seg[offset..offset + self.dims].copy_from_slice(v);
+            }
         }
         self.len += 1;
     }
@@ -73,5 +83,17 @@ mod tests {
         );
         assert_eq!(s.get(7), &[7.0, 1.0, 2.0]);
         assert!(s.get(10 * SEGMENT_SLOTS as u32).is_empty());
+    }
+
+    #[test]
+    fn a_clone_does_not_see_later_writes() {
+        let mut s = VectorStore::new(2);
+        s.push(&[1.0, 2.0]);
+        let frozen = s.clone();
+        s.push(&[3.0, 4.0]);
+        assert_eq!(frozen.len(), 1);
+        assert_eq!(frozen.get(1), &[0.0, 0.0]);
+        assert_eq!(s.get(1), &[3.0, 4.0]);
+        assert_eq!(frozen.get(0), s.get(0));
     }
 }

@@ -99,9 +99,14 @@ impl Manifest {
                 });
             }
         };
+        Self::parse(&text, &path)
+    }
+
+    /// Parses a manifest's text (`path` names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, SnapshotError> {
         let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| SnapshotError::CorruptManifest {
-                path: path.clone(),
+            serde_json::from_str(text).map_err(|e| SnapshotError::CorruptManifest {
+                path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
         if manifest.format_version == 0 || manifest.format_version > SNAPSHOT_FORMAT_VERSION {

@@ -59,16 +59,95 @@ fn entry(role: &str, name: String, content: &[u8], rows: Option<u64>) -> FileEnt
     }
 }
 
+/// A writer that hashes and counts what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Streams a file into `dir` under a temporary name through `encode`, syncs it and
+/// renames it into place; returns its manifest entry.
+fn write_streamed(
+    dir: &Path,
+    role: &str,
+    name: String,
+    rows: Option<u64>,
+    encode: impl FnOnce(
+        Hashing<std::io::BufWriter<fs::File>>,
+    ) -> Result<Hashing<std::io::BufWriter<fs::File>>, SnapshotError>,
+) -> Result<FileEntry, SnapshotError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let out = Hashing {
+        inner: std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let mut out = encode(out)?;
+    out.flush()?;
+    let (file, hasher, bytes) = (out.inner, out.hasher, out.bytes);
+    let file = file
+        .into_inner()
+        .map_err(|e| SnapshotError::Io(e.into_error()))?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, dir.join(&name))?;
+    Ok(FileEntry {
+        role: role.to_owned(),
+        name,
+        bytes,
+        sha256: hex::encode(hasher.finalize()),
+        rows,
+    })
+}
+
+/// A consistent copy of what a snapshot holds, taken in a moment: rows share the
+/// index's texts, the vectors share its segments, and the graph is serialised.
+pub(crate) struct Captured {
+    docs: Vec<DocRow>,
+    chunks: Vec<ChunkRow>,
+    vectors: crate::vectors::VectorStore,
+    graph: Vec<u8>,
+    generation: u64,
+    sequence: u64,
+    next_slot: u64,
+    tombstones: u64,
+}
+
+impl Captured {
+    /// The sequence number of the last write it holds.
+    pub(crate) fn sequence(&self) -> u64 {
+        self.sequence
+    }
+}
+
 impl HnswIndex {
     /// Writes a snapshot of the index into `dir` (created if missing), replacing any
-    /// snapshot there. Searches go on meanwhile; writes wait.
+    /// snapshot there. Searches go on meanwhile; writes wait only while the index
+    /// is copied and its graph serialised, not while the tables are encoded.
     pub fn snapshot(&self, dir: impl AsRef<Path>) -> Result<SnapshotReport> {
-        let dir = dir.as_ref();
+        let captured = self.capture()?;
+        self.write_captured(dir.as_ref(), captured)
+    }
+
+    /// Takes a [`Captured`] copy under the writer lock (so no graph insert runs
+    /// while the graph is serialised) and a read lock of the state.
+    pub(crate) fn capture(&self) -> Result<Captured> {
         let _writer = self.writer.lock();
         let state = self.state.read();
-        fs::create_dir_all(dir).map_err(SnapshotError::from)?;
-        let dims = self.fingerprint.dims();
-
         let mut ids: Vec<_> = state.docs.keys().collect();
         ids.sort();
         let mut docs = Vec::with_capacity(ids.len());
@@ -84,52 +163,76 @@ impl HnswIndex {
                 metadata: d.metadata.clone(),
                 content_hash: d.content_hash,
             });
-            for &slot in &d.slots {
-                if let Some(Some(r)) = state.records.get(slot as usize) {
-                    chunks.push(ChunkRow {
-                        slot,
-                        chunk_id: r.chunk_id,
-                        tenant: Some(id.tenant.clone()),
-                        doc_id: id.doc_id.clone(),
-                        doc_version: d.header.version,
-                        ordinal: r.ordinal,
-                        span: r.span,
-                        text: r.text.clone(),
-                    });
-                }
+            for (slot, r) in state.records_of(d) {
+                chunks.push(ChunkRow {
+                    slot,
+                    chunk_id: r.chunk_id,
+                    tenant: Some(id.tenant.clone()),
+                    doc_id: id.doc_id.clone(),
+                    doc_version: d.header.version,
+                    ordinal: r.ordinal,
+                    span: r.span,
+                    text: r.text.clone(),
+                });
             }
         }
+        let graph = state.hnsw.clone();
+        let captured = Captured {
+            docs,
+            chunks,
+            vectors: state.vectors.clone(),
+            graph: Vec::new(),
+            generation: state.generation,
+            sequence: state.sequence,
+            next_slot: state.vectors.len() as u64,
+            tombstones: state.tombstones as u64,
+        };
+        // Searches may go on while the graph is serialised; writers wait (they
+        // insert into the graph before taking the state lock).
+        drop(state);
+        Ok(Captured {
+            graph: graph.to_bytes()?,
+            ..captured
+        })
+    }
+
+    /// Encodes and writes a captured copy into `dir` (no lock held): the tables are
+    /// streamed to disk, each file synced and renamed, the manifest last.
+    pub(crate) fn write_captured(&self, dir: &Path, c: Captured) -> Result<SnapshotReport> {
+        fs::create_dir_all(dir).map_err(SnapshotError::from)?;
+        let dims = self.fingerprint.dims();
         let nonce = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let tag = format!("{}-{nonce:x}", state.generation);
-        let (documents, graph, chunk_bytes) = in_parallel(
-            || Ok(tables::write_documents("documents", &docs)?),
-            || state.hnsw.to_bytes(),
+        let tag = format!("{}-{nonce:x}", c.generation);
+        let (documents, graph, chunks) = in_parallel(
             || {
-                Ok(tables::write_chunks("chunks", dims, &chunks, |s| {
-                    state.vectors.get(s)
-                })?)
+                Ok(write_streamed(
+                    dir,
+                    "documents",
+                    format!("documents-{tag}.parquet"),
+                    Some(c.docs.len() as u64),
+                    |out| tables::write_documents(out, "documents", &c.docs),
+                )?)
+            },
+            || {
+                let name = format!("graph-{tag}.usearch");
+                write_atomically(dir, &name, &c.graph)?;
+                Ok(entry("graph", name, &c.graph, None))
+            },
+            || {
+                Ok(write_streamed(
+                    dir,
+                    "chunks",
+                    format!("chunks-{tag}.parquet"),
+                    Some(c.chunks.len() as u64),
+                    |out| {
+                        tables::write_chunks(out, "chunks", dims, &c.chunks, |s| c.vectors.get(s))
+                    },
+                )?)
             },
         )?;
-        let files = vec![
-            entry(
-                "documents",
-                format!("documents-{tag}.parquet"),
-                &documents,
-                Some(docs.len() as u64),
-            ),
-            entry(
-                "chunks",
-                format!("chunks-{tag}.parquet"),
-                &chunk_bytes,
-                Some(chunks.len() as u64),
-            ),
-            entry("graph", format!("graph-{tag}.usearch"), &graph, None),
-        ];
-        for (f, content) in files.iter().zip([&documents, &chunk_bytes, &graph]) {
-            write_atomically(dir, &f.name, content)?;
-        }
+        let files = vec![documents, chunks, graph];
         let manifest = Manifest {
             format_version: SNAPSHOT_FORMAT_VERSION,
             model: ModelEntry {
@@ -142,13 +245,13 @@ impl HnswIndex {
                 expansion_add: self.config.expansion_add,
                 expansion_search: self.config.expansion_search,
             },
-            generation: state.generation,
-            sequence: state.sequence,
+            generation: c.generation,
+            sequence: c.sequence,
             usearch_version: Some(USEARCH_VERSION.to_owned()),
-            next_slot: state.vectors.len() as u64,
-            tombstones: state.tombstones as u64,
-            documents: docs.len() as u64,
-            chunks: chunks.len() as u64,
+            next_slot: c.next_slot,
+            tombstones: c.tombstones,
+            documents: c.docs.len() as u64,
+            chunks: c.chunks.len() as u64,
             files,
         };
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| SnapshotError::Encode {
@@ -242,6 +345,20 @@ impl HnswIndex {
         }
         Ok(HnswIndex::from_state(fingerprint, config, state))
     }
+}
+
+/// Decodes a documents table (for the fuzzers).
+pub(crate) fn read_documents_table(bytes: Bytes, format: u32) -> Result<usize, SnapshotError> {
+    Ok(tables::read_documents("documents", bytes, format)?.len())
+}
+
+/// Decodes a chunks table (for the fuzzers).
+pub(crate) fn read_chunks_table(
+    bytes: Bytes,
+    dims: usize,
+    format: u32,
+) -> Result<usize, SnapshotError> {
+    Ok(tables::read_chunks("chunks", bytes, dims, format)?.0.len())
 }
 
 /// Runs `a` and `b` on threads of their own and `c` on this one.

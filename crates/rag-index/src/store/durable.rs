@@ -106,6 +106,8 @@ pub struct DurableIndex {
     results: Mutex<HashMap<u64, Result<WriteReport>>>,
     tickets: AtomicU64,
     commit: Mutex<Committer>,
+    /// One checkpoint at a time.
+    checkpointing: Mutex<()>,
     options: StoreOptions,
     recovery: RecoveryReport,
     _lock: DirLock,
@@ -341,6 +343,7 @@ impl DurableIndex {
                 poisoned: None,
                 current: current.map(|(n, _)| n),
             }),
+            checkpointing: Mutex::new(()),
             options,
             recovery: report.clone(),
             _lock: lock,
@@ -410,18 +413,46 @@ impl DurableIndex {
         self.commit.lock().wal.bytes()
     }
 
-    /// Applies a write; it returns once the write is durable and visible.
+    /// Applies a write; it returns once the write is durable and visible. An
+    /// erasure returns once a checkpoint without the erased documents has replaced
+    /// every file that held them.
     pub fn write(&self, op: WriteOp) -> Result<WriteReport> {
+        let erase = op.is_erase();
         let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
         self.queue.lock().push((ticket, op));
-        let mut committer = self.commit.lock();
-        if let Some(r) = self.results.lock().remove(&ticket) {
-            return r;
+        let (mine, due) = {
+            let mut committer = self.commit.lock();
+            let done = self.results.lock().remove(&ticket);
+            match done {
+                Some(r) => (r, false),
+                None => self.lead(ticket, &mut committer),
+            }
+        };
+        if due {
+            // Past the log size: checkpoint now (this writer waits for it; the
+            // others only for its first, short step).
+            if let Err(e) = self.checkpoint() {
+                tracing::error!(error = %e, "automatic checkpoint failed");
+            }
         }
+        let report = mine?;
+        if erase && report.documents_deleted > 0 {
+            // The content must leave the log and older checkpoints before the
+            // erasure is done.
+            self.checkpoint().map_err(|e| IndexError::BatchAborted {
+                reason: format!("erasure applied, but its purge failed: {e}"),
+            })?;
+        }
+        Ok(report)
+    }
+
+    /// As the leader: applies every queued write as one batch with one log sync,
+    /// hands the others their results, and returns its own (and whether a
+    /// checkpoint is due).
+    fn lead(&self, ticket: u64, committer: &mut Committer) -> (Result<WriteReport>, bool) {
         let batch = std::mem::take(&mut *self.queue.lock());
         let (tickets, ops): (Vec<u64>, Vec<WriteOp>) = batch.into_iter().unzip();
-        let erasing: Vec<bool> = ops.iter().map(WriteOp::is_erase).collect();
-        let results = match &committer.poisoned {
+        let results: Vec<Result<WriteReport>> = match &committer.poisoned {
             Some(reason) => tickets
                 .iter()
                 .map(|_| {
@@ -432,11 +463,10 @@ impl DurableIndex {
                 })
                 .collect(),
             None => {
-                let c = &mut *committer;
                 let mut log_failure = None;
+                let wal = &mut committer.wal;
                 let results = self.index.apply_batch(ops, &mut |commits| {
-                    let appended = c
-                        .wal
+                    let appended = wal
                         .append(commits)
                         .and_then(|()| failpoint("store::after_append"));
                     if let Err(e) = &appended {
@@ -446,34 +476,13 @@ impl DurableIndex {
                 });
                 if let Some(reason) = log_failure {
                     tracing::error!(%reason, "log write failed; the store refuses writes until reopened");
-                    c.poisoned = Some(reason);
+                    committer.poisoned = Some(reason);
                 }
                 results
             }
         };
-        let mut results: Vec<Result<WriteReport>> = results;
-        let erased = results
-            .iter()
-            .zip(&erasing)
-            .any(|(r, e)| *e && r.as_ref().is_ok_and(|r| r.documents_deleted > 0));
-        let due = committer.wal.bytes_since_checkpoint >= self.options.checkpoint_bytes;
-        if committer.poisoned.is_none()
-            && (erased || due)
-            && let Err(e) = self.checkpoint_locked(&mut committer)
-        {
-            tracing::error!(error = %e, "checkpoint failed");
-            if erased {
-                // The content is not purged from disk yet: the erasure is not done.
-                let reason = format!("erasure applied, but its purge failed: {e}");
-                for (r, &is_erase) in results.iter_mut().zip(&erasing) {
-                    if is_erase && r.is_ok() {
-                        *r = Err(IndexError::BatchAborted {
-                            reason: reason.clone(),
-                        });
-                    }
-                }
-            }
-        }
+        let due = committer.poisoned.is_none()
+            && committer.wal.bytes_since_checkpoint >= self.options.checkpoint_bytes;
         let mut mine = None;
         let mut others = self.results.lock();
         for (t, r) in tickets.into_iter().zip(results) {
@@ -483,55 +492,59 @@ impl DurableIndex {
                 others.insert(t, r);
             }
         }
-        drop(others);
-        drop(committer);
-        mine.unwrap_or_else(|| {
+        let mine = mine.unwrap_or_else(|| {
             Err(IndexError::BatchAborted {
                 reason: "the write was not in its batch".into(),
             })
-        })
+        });
+        (mine, due)
     }
 
     /// Writes a checkpoint now: the index at its current sequence number, then the
     /// pointer, then drops the log segments and checkpoints it covers. Writers wait
-    /// meanwhile; searches go on.
+    /// only while the index is copied (its rows, its vector segments by reference,
+    /// its graph serialised); the tables are encoded and written while they go on.
     pub fn checkpoint(&self) -> Result<CheckpointReport> {
-        let mut committer = self.commit.lock();
-        if let Some(reason) = &committer.poisoned {
-            return Err(StoreError::Poisoned {
-                reason: reason.clone(),
-            }
-            .into());
-        }
-        self.checkpoint_locked(&mut committer)
-    }
-
-    fn checkpoint_locked(&self, c: &mut Committer) -> Result<CheckpointReport> {
+        let _one = self.checkpointing.lock();
         let start = Instant::now();
-        c.wal.flush()?;
-        let seq = self.index.stats().sequence;
-        c.wal.roll()?;
+        let (captured, current) = {
+            let mut c = self.commit.lock();
+            if let Some(reason) = &c.poisoned {
+                return Err(StoreError::Poisoned {
+                    reason: reason.clone(),
+                }
+                .into());
+            }
+            c.wal.flush()?;
+            let captured = self.index.capture()?;
+            // The log after the checkpoint starts in a segment of its own.
+            c.wal.roll()?;
+            (captured, c.current.clone())
+        };
+        let seq = captured.sequence();
         let name = checkpoint::name(seq);
         let ckdir = self.root.join("checkpoints");
         let mut bytes = 0;
-        if c.current.as_deref() != Some(name.as_str()) {
+        if current.as_deref() != Some(name.as_str()) {
             let tmp = ckdir.join(format!(".tmp-{name}"));
             if tmp.exists() {
                 fs::remove_dir_all(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
             }
-            bytes = self.index.snapshot(&tmp)?.bytes;
+            bytes = self.index.write_captured(&tmp, captured)?.bytes;
             segment::sync_dir(&tmp)?;
             let dest = ckdir.join(&name);
             fs::rename(&tmp, &dest).map_err(|e| StoreError::io(&dest, e))?;
             segment::sync_dir(&ckdir)?;
             failpoint("checkpoint::before_current")?;
             checkpoint::write_current(&self.root, &name)?;
-            c.current = Some(name.clone());
         }
         failpoint("checkpoint::before_truncate")?;
+        let mut c = self.commit.lock();
+        c.current = Some(name.clone());
         let before = c.wal.segments().len();
         c.wal.drop_through(seq)?;
         let segments_removed = before - c.wal.segments().len();
+        drop(c);
         checkpoint::remove_others(&ckdir, Some(&name))?;
         tracing::debug!(seq, bytes, "checkpoint written");
         Ok(CheckpointReport {

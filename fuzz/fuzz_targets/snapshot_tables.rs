@@ -1,0 +1,9 @@
+#![no_main]
+//! Fuzzes `rag_index::fuzzing::read_tables`: untrusted bytes must give an error, never a
+//! panic or an allocation the input does not justify.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    rag_index::fuzzing::read_tables(data);
+});
