@@ -1,8 +1,8 @@
 //! A clustered vector corpus with tag ACLs of known selectivity.
 
 use rag_core::{
-    AccessFilter, Acl, Chunk, ChunkId, DocId, DocKey, DocumentUpdate, EmbeddedChunk, Embedding,
-    Metadata, ModelFingerprint, Principal, Span,
+    AccessFilter, Acl, Chunk, DocId, DocKey, DocumentUpdate, EmbeddedChunk, Embedding, Metadata,
+    ModelFingerprint, Principal,
 };
 use rag_index::IndexConfig;
 use rand::rngs::SmallRng;
@@ -130,13 +130,7 @@ impl Corpus {
                     metadata: Metadata::default(),
                     content_hash: None,
                     chunks: vec![EmbeddedChunk {
-                        chunk: Chunk {
-                            id: ChunkId::derive(&key, 0),
-                            ordinal: 0,
-                            span: Span::new(0, text.len()),
-                            text,
-                            context: None,
-                        },
+                        chunk: Chunk::whole(&key, text),
                         embedding: Embedding::new(model, self.vector(i).to_vec())
                             .unwrap_or_else(|_| unreachable!()),
                     }],

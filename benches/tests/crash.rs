@@ -1,7 +1,13 @@
 //! The crash test (see `rag_benches::crash`): 30 SIGKILLs of a writing child
 //! process, each followed by recovery and a check against the model of the
 //! acknowledged writes. The report binary `durability` runs 300 and more.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    missing_docs
+)]
 
 use std::process::Command;
 

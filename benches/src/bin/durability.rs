@@ -32,8 +32,8 @@ use rag_benches::crash;
 use rag_benches::timing::{median, percentile};
 use rag_core::pipeline::Pipeline;
 use rag_core::{
-    Acl, Chunk, ChunkId, DocId, DocKey, Document, DocumentUpdate, EmbeddedChunk, Embedder,
-    EmbedderTokens, Embedding, Metadata, ModelFingerprint, RecursiveChunker, Span, VectorIndex,
+    Acl, Chunk, DocId, DocKey, Document, DocumentUpdate, EmbeddedChunk, Embedder, EmbedderTokens,
+    Embedding, Metadata, ModelFingerprint, RecursiveChunker, VectorIndex,
 };
 use rag_index::{Durability, DurableIndex, HnswIndex, IndexConfig, StoreOptions};
 use rag_infer::{EmbedderConfig, OnnxEmbedder, assets};
@@ -101,13 +101,7 @@ fn docs(rng: &mut StdRng, range: std::ops::Range<usize>) -> Vec<DocumentUpdate> 
                 metadata: Metadata::default(),
                 content_hash: None,
                 chunks: vec![EmbeddedChunk {
-                    chunk: Chunk {
-                        id: ChunkId::derive(&key, 0),
-                        ordinal: 0,
-                        span: Span::new(0, text.len()),
-                        text,
-                        context: None,
-                    },
+                    chunk: Chunk::whole(&key, text),
                     embedding: Embedding::new(fingerprint().id(), unit(rng))
                         .unwrap_or_else(|_| unreachable!()),
                 }],

@@ -170,6 +170,19 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// The single chunk of a document whose whole text is `text`: ordinal 0, the
+    /// full span, the id derived from the document's key.
+    pub fn whole(key: &DocKey, text: impl Into<String>) -> Self {
+        let text = text.into();
+        Self {
+            id: ChunkId::derive(key, 0),
+            ordinal: 0,
+            span: Span::new(0, text.len()),
+            text,
+            context: None,
+        }
+    }
+
     /// What an embedder reads: the context, a blank line, then the text.
     pub fn embedding_text(&self) -> std::borrow::Cow<'_, str> {
         match &self.context {

@@ -99,7 +99,7 @@ pub(crate) struct Overlay {
     /// Documents written (`Some`) or removed (`None`) by earlier writes of the batch.
     docs: HashMap<DocKey, Option<View>>,
     /// Chunk ids taken (`Some`) or freed (`None`) by earlier writes of the batch.
-    chunks: HashMap<ChunkId, Option<DocKey>>,
+    chunks: HashMap<(TenantId, ChunkId), Option<DocKey>>,
     /// The next free slot.
     pub next_slot: u64,
 }
@@ -365,9 +365,10 @@ impl HnswIndex {
                 }
             }
             for c in &update.chunks {
-                let owner = match overlay.chunks.get(&c.chunk.id) {
+                let scoped = (key.tenant.clone(), c.chunk.id);
+                let owner = match overlay.chunks.get(&scoped) {
                     Some(o) => o.clone(),
-                    None => state.chunks.get(&c.chunk.id).and_then(|&s| {
+                    None => state.chunks.get(&scoped).and_then(|&s| {
                         Some(state.records.get(s as usize)?.as_ref()?.doc.key.clone())
                     }),
                 };
@@ -400,7 +401,9 @@ impl HnswIndex {
             let key = update.key();
             free_chunks(state, overlay, &key);
             for c in &update.chunks {
-                overlay.chunks.insert(c.chunk.id, Some(key.clone()));
+                overlay
+                    .chunks
+                    .insert((key.tenant.clone(), c.chunk.id), Some(key.clone()));
             }
             overlay.docs.insert(
                 key,
@@ -432,17 +435,22 @@ fn exists(state: &State, overlay: &Overlay, key: &DocKey) -> bool {
 
 /// Marks the chunk ids `key` holds now (after the overlay) as free.
 fn free_chunks(state: &State, overlay: &mut Overlay, key: &DocKey) {
-    let held: Vec<ChunkId> = match overlay.docs.get(key) {
+    let held: Vec<(TenantId, ChunkId)> = match overlay.docs.get(key) {
         Some(_) => overlay
             .chunks
             .iter()
             .filter(|(_, o)| o.as_ref() == Some(key))
-            .map(|(c, _)| *c)
+            .map(|(c, _)| c.clone())
             .collect(),
         None => state
             .docs
             .get(key)
-            .map(|e| state.records_of(e).map(|(_, r)| r.chunk_id).collect())
+            .map(|e| {
+                state
+                    .records_of(e)
+                    .map(|(_, r)| (key.tenant.clone(), r.chunk_id))
+                    .collect()
+            })
             .unwrap_or_default(),
     };
     for c in held {

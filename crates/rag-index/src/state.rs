@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rag_core::{Acl, ChunkId, ContentHash, DocKey, Metadata, Span};
+use rag_core::{Acl, ChunkId, ContentHash, DocKey, Metadata, Span, TenantId};
 use roaring::RoaringBitmap;
 
 use crate::error::Result;
@@ -62,8 +62,9 @@ pub struct State {
     pub sequence: u64,
     /// Documents by tenant and id.
     pub docs: HashMap<DocKey, DocEntry>,
-    /// Slots by chunk id.
-    pub chunks: HashMap<ChunkId, u32>,
+    /// Slots by tenant and chunk id (chunk ids are unique within a tenant, so that
+    /// a chunk id never tells one tenant about another's documents).
+    pub chunks: HashMap<(TenantId, ChunkId), u32>,
     /// Chunk records by slot; `None` for removed slots.
     pub records: Vec<Option<SlotRecord>>,
     /// Published, searchable slots.
@@ -118,9 +119,9 @@ impl State {
         for &slot in &entry.slots {
             self.live.remove(slot);
             if let Some(rec) = self.records.get_mut(slot as usize).and_then(Option::take)
-                && self.chunks.get(&rec.chunk_id) == Some(&slot)
+                && self.chunks.get(&(key.tenant.clone(), rec.chunk_id)) == Some(&slot)
             {
-                self.chunks.remove(&rec.chunk_id);
+                self.chunks.remove(&(key.tenant.clone(), rec.chunk_id));
             }
         }
         Some(entry.slots)
@@ -142,7 +143,8 @@ impl State {
         self.postings.insert(entry.acl.as_ref(), &entry.slots);
         for (&slot, rec) in entry.slots.iter().zip(records) {
             self.live.insert(slot);
-            self.chunks.insert(rec.chunk_id, slot);
+            self.chunks
+                .insert((entry.header.key.tenant.clone(), rec.chunk_id), slot);
             let i = slot as usize;
             if self.records.len() <= i {
                 self.records.resize(i + 1, None);

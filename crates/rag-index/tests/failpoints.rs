@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use rag_core::{
-    Acl, Chunk, ChunkId, DocKey, DocumentUpdate, EmbeddedChunk, Embedding, Error, Metadata,
-    ModelFingerprint, Span, VectorIndex,
+    Acl, Chunk, DocKey, DocumentUpdate, EmbeddedChunk, Embedding, Error, Metadata,
+    ModelFingerprint, VectorIndex,
 };
 use rag_index::{DurableIndex, IndexConfig, IndexError, StoreError, StoreOptions};
 
@@ -33,13 +33,7 @@ fn doc(i: usize) -> DocumentUpdate {
         metadata: Metadata::default(),
         content_hash: None,
         chunks: vec![EmbeddedChunk {
-            chunk: Chunk {
-                id: ChunkId::derive(&key, 0),
-                ordinal: 0,
-                span: Span::new(0, text.len()),
-                text,
-                context: None,
-            },
+            chunk: Chunk::whole(&key, text),
             embedding: Embedding::new(fp().id(), v).unwrap(),
         }],
     }

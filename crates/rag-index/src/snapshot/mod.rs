@@ -447,7 +447,8 @@ fn rebuild_state(
         let cell = by_slot
             .get_mut(c.slot as usize)
             .ok_or_else(|| corrupt(format!("slot {} beyond {next_slot}", c.slot)))?;
-        if cell.replace(i).is_some() || !chunk_ids.insert(c.chunk_id) {
+        // Chunk ids are unique within a tenant (format 1: within the snapshot).
+        if cell.replace(i).is_some() || !chunk_ids.insert((c.tenant.clone(), c.chunk_id)) {
             return Err(corrupt(format!(
                 "slot {} or chunk {} repeats",
                 c.slot, c.chunk_id

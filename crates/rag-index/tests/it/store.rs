@@ -345,6 +345,28 @@ fn tenants_are_isolated_by_key() {
         .unwrap();
     assert_eq!(r.documents_deleted, 0);
     assert!(store.document(&ka).unwrap().is_some());
+    // A delete in a tenant the store has never seen: not found, like any other.
+    assert!(matches!(
+        store.delete(&DocKey::new("initech", "x")),
+        Err(Error::NotFound { .. })
+    ));
+    // Chunk ids are scoped to the tenant too: Globex writing a chunk with the id of
+    // one of Acme's chunks neither fails (which would reveal it) nor touches it.
+    let acme_chunk = store.document(&ka).unwrap().unwrap().chunk_ids[0];
+    let mut probe = doc_in(
+        "globex",
+        "probe",
+        1,
+        Some(Acl::new("globex").allow_group("eng")),
+        &[v(4)],
+    );
+    probe.chunks[0].chunk.id = acme_chunk;
+    store.upsert(vec![probe]).unwrap();
+    assert_eq!(
+        store.document(&ka).unwrap().unwrap().chunk_ids,
+        vec![acme_chunk]
+    );
+    store.delete(&DocKey::new("globex", "probe")).unwrap();
     // An ACL of another tenant than the write's is refused.
     let forged = doc_in("globex", "x", 5, acme("eng"), &[v(3)]);
     assert!(matches!(
@@ -575,4 +597,68 @@ fn format_1_snapshot_fixture_still_loads() {
     let store_dir = tempfile::tempdir().unwrap();
     let (store, _) = DurableIndex::create_from(store_dir.path(), &index, options()).unwrap();
     assert_eq!(store.stats().documents, 3);
+}
+
+#[test]
+fn a_restart_then_a_reingest_of_unchanged_documents_embeds_nothing() {
+    use std::sync::Arc;
+
+    use rag_core::pipeline::Pipeline;
+    use rag_core::testing::{HashEmbedder, OpenResolver};
+    use rag_core::{Document, Embedder, RecursiveChunker, WordCounter};
+
+    let dir = tempfile::tempdir().unwrap();
+    let embedder = Arc::new(HashEmbedder::new(16).unwrap());
+    let docs = || {
+        (0..6)
+            .map(|i| Document {
+                tenant: "acme".into(),
+                id: format!("doc-{i}").into(),
+                version: 1,
+                text: format!("document {i} is about topic {} and nothing else", i % 3),
+                metadata: rag_core::Metadata::default(),
+                acl: Some(Acl::new("acme").allow_group("staff")),
+            })
+            .collect::<Vec<_>>()
+    };
+    let pipeline = |store: Arc<DurableIndex>| {
+        Pipeline::builder()
+            .chunker(Arc::new(
+                RecursiveChunker::new(64, 4, Arc::new(WordCounter)).unwrap(),
+            ))
+            .embedder(embedder.clone())
+            .index(store)
+            .access(Arc::new(OpenResolver))
+            .build()
+            .unwrap()
+    };
+    let open16 = || {
+        let (s, _) = DurableIndex::open(
+            dir.path(),
+            embedder.fingerprint().clone(),
+            small_config(),
+            options(),
+        )
+        .unwrap();
+        Arc::new(s)
+    };
+    let r = pipeline(open16()).ingest(docs()).unwrap();
+    assert_eq!((r.upserted, r.unchanged), (6, 0));
+    // The process goes away; a new one opens the store and ingests the same files.
+    let store = open16();
+    let r = pipeline(store.clone()).ingest(docs()).unwrap();
+    assert_eq!((r.upserted, r.unchanged, r.chunks), (0, 6, 0), "{r:?}");
+    assert_eq!(r.embed_seconds, 0.0);
+    let info = store
+        .document(&DocKey::new("acme", "doc-0"))
+        .unwrap()
+        .unwrap();
+    assert!(
+        info.content_hash.is_some(),
+        "the content hash is a field of its own"
+    );
+    assert!(
+        info.metadata.attributes.is_empty(),
+        "and not in the user's metadata"
+    );
 }
