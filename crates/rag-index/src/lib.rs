@@ -95,4 +95,4 @@ pub use kernels::dot;
 pub use search::SearchMode;
 pub use snapshot::{FileEntry, Manifest, SNAPSHOT_FORMAT_VERSION, SnapshotReport};
 pub use store::{CheckpointReport, Durability, DurableIndex, RecoveryReport, StoreOptions};
-pub use write::{Commit, CommitHook};
+pub use write::{Commit, CommitLog};

@@ -22,9 +22,18 @@ pub struct Commit<'a> {
     pub op: LogOpRef<'a>,
 }
 
-/// Called with the planned writes of a batch after their vectors are in the graph
-/// and before anything is published; an error aborts the whole batch.
-pub type CommitHook<'h> = dyn FnMut(&[Commit<'_>]) -> Result<()> + 'h;
+/// Where a batch's planned writes go before they are published: the write-ahead
+/// log. `append` runs before the batch's vectors go into the graph and `wait`
+/// after, so that a sync can overlap the inserts; an error from either aborts the
+/// whole batch (an insert failure after `append` leaves the log ahead of the
+/// index's [`sequence`](rag_core::IndexStats::sequence), which the log's owner
+/// must treat as fatal).
+pub trait CommitLog {
+    /// Appends the planned writes' records (they may still be syncing).
+    fn append(&mut self, commits: &[Commit<'_>]) -> Result<()>;
+    /// Returns once what `append` wrote is as durable as promised.
+    fn wait(&mut self) -> Result<()>;
+}
 
 impl HnswIndex {
     /// Applies writes in order, each planned against the state left by those before
@@ -35,15 +44,15 @@ impl HnswIndex {
     pub fn apply_batch(
         &self,
         ops: Vec<WriteOp>,
-        commit: &mut CommitHook<'_>,
+        log: &mut dyn CommitLog,
     ) -> Vec<Result<WriteReport>> {
-        self.apply_ops(ops.into_iter().map(Op::from).collect(), commit)
+        self.apply_ops(ops.into_iter().map(Op::from).collect(), Some(log))
     }
 
     pub(crate) fn apply_ops(
         &self,
         ops: Vec<Op>,
-        commit: &mut CommitHook<'_>,
+        commit: Option<&mut dyn CommitLog>,
     ) -> Vec<Result<WriteReport>> {
         let _writer = self.writer.lock();
         let n = ops.len();
@@ -117,15 +126,16 @@ impl HnswIndex {
             .collect()
     }
 
-    /// Inserts the planned upserts' vectors (and texts) into the graph and the
-    /// lexical index, unpublished, then calls the hook; undoes the inserts on error.
+    /// Logs the planned writes, inserts the upserts' vectors (and texts) into the
+    /// graph and the lexical index, unpublished, then waits for the log; undoes the
+    /// inserts on error.
     fn insert_and_commit(
         &self,
         hnsw: &crate::hnsw::Hnsw,
         lexical: Option<&crate::lexical::Lexical>,
         base: u32,
         planned: &[(usize, u64, Planned)],
-        commit: &mut CommitHook<'_>,
+        commit: Option<&mut dyn CommitLog>,
     ) -> Result<()> {
         let docs: Vec<&crate::plan::PreparedDoc> = planned
             .iter()
@@ -160,14 +170,6 @@ impl HnswIndex {
                 let _ = lex.apply(&[], &slots);
             }
         };
-        let inserted = add_parallel(hnsw, &flat).and_then(|()| match lexical {
-            Some(lex) => lex.apply(&texts, &[]),
-            None => Ok(()),
-        });
-        if let Err(e) = inserted {
-            undo(&flat);
-            return Err(e);
-        }
         let upserts: Vec<Vec<&DocumentUpdate>> = planned
             .iter()
             .map(|(_, _, p)| match p {
@@ -187,7 +189,21 @@ impl HnswIndex {
                 },
             })
             .collect();
-        if let Err(e) = commit(&commits) {
+        let mut log = commit;
+        if let Some(log) = log.as_deref_mut() {
+            log.append(&commits)?;
+        }
+        // The log's sync (on its own thread) runs while the vectors go in.
+        let inserted = add_parallel(hnsw, &flat)
+            .and_then(|()| match lexical {
+                Some(lex) => lex.apply(&texts, &[]),
+                None => Ok(()),
+            })
+            .and_then(|()| match log {
+                Some(log) => log.wait(),
+                None => Ok(()),
+            });
+        if let Err(e) = inserted {
             undo(&flat);
             return Err(e);
         }
@@ -302,13 +318,11 @@ impl HnswIndex {
     }
 
     pub(crate) fn apply_one(&self, op: Op) -> Result<WriteReport> {
-        self.apply_ops(vec![op], &mut |_| Ok(()))
-            .pop()
-            .unwrap_or_else(|| {
-                Err(IndexError::BatchAborted {
-                    reason: "no result".into(),
-                })
+        self.apply_ops(vec![op], None).pop().unwrap_or_else(|| {
+            Err(IndexError::BatchAborted {
+                reason: "no result".into(),
             })
+        })
     }
 
     /// Serialises and reloads the graph with the writer lock held, then swaps it in.

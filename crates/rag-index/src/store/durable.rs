@@ -23,6 +23,7 @@ use crate::store::failpoint;
 use crate::store::lock::DirLock;
 use crate::store::segment::{self, SegmentWriter};
 use crate::store::wal::{Durability, Wal};
+use crate::write::CommitLog;
 
 /// Settings of a durable store.
 #[derive(Debug, Clone)]
@@ -122,6 +123,41 @@ impl std::fmt::Debug for DurableIndex {
     }
 }
 
+/// The leader's [`CommitLog`]: the store's log, remembering what failed.
+struct Logger<'a> {
+    wal: &'a mut Wal,
+    failure: Option<String>,
+    /// The last sequence number appended.
+    logged: Option<u64>,
+}
+
+impl Logger<'_> {
+    fn note(&mut self, r: Result<(), StoreError>) -> Result<()> {
+        if let Err(e) = &r {
+            self.failure = Some(e.to_string());
+        }
+        Ok(r?)
+    }
+}
+
+impl CommitLog for Logger<'_> {
+    fn append(&mut self, commits: &[crate::write::Commit<'_>]) -> Result<()> {
+        let r = self
+            .wal
+            .append(commits)
+            .and_then(|()| failpoint("store::after_append"));
+        if r.is_ok() {
+            self.logged = commits.last().map(|c| c.seq);
+        }
+        self.note(r)
+    }
+
+    fn wait(&mut self) -> Result<()> {
+        let r = self.wal.wait();
+        self.note(r)
+    }
+}
+
 fn to_op(op: LogOp) -> Op {
     match op {
         LogOp::Upsert(docs) => Op::Upsert(docs),
@@ -136,7 +172,7 @@ fn replay(index: &HnswIndex, batch: &mut Vec<(u64, Op)>) -> Result<(), StoreErro
         return Ok(());
     }
     let (seqs, ops): (Vec<u64>, Vec<Op>) = std::mem::take(batch).into_iter().unzip();
-    for (seq, result) in seqs.into_iter().zip(index.apply_ops(ops, &mut |_| Ok(()))) {
+    for (seq, result) in seqs.into_iter().zip(index.apply_ops(ops, None)) {
         match result {
             Ok(r) if r.sequence == seq => {}
             Ok(r) => {
@@ -325,7 +361,7 @@ impl DurableIndex {
             state_seq + 1,
             options.durability,
             options.segment_bytes,
-        );
+        )?;
         if let Some(seq) = checkpoint_seq {
             wal.drop_through(seq)?;
         }
@@ -463,17 +499,23 @@ impl DurableIndex {
                 })
                 .collect(),
             None => {
-                let mut log_failure = None;
-                let wal = &mut committer.wal;
-                let results = self.index.apply_batch(ops, &mut |commits| {
-                    let appended = wal
-                        .append(commits)
-                        .and_then(|()| failpoint("store::after_append"));
-                    if let Err(e) = &appended {
-                        log_failure = Some(e.to_string());
-                    }
-                    Ok(appended?)
-                });
+                let mut logger = Logger {
+                    wal: &mut committer.wal,
+                    failure: None,
+                    logged: None,
+                };
+                let results = self.index.apply_batch(ops, &mut logger);
+                let mut log_failure = logger.failure;
+                if let Some(seq) = logger.logged
+                    && log_failure.is_none()
+                    && self.index.stats().sequence < seq
+                {
+                    // Logged but not applied (the graph inserts failed): memory is
+                    // behind the log, so no further write may be planned on it.
+                    log_failure = Some(format!(
+                        "write {seq} is in the log but could not be applied in memory"
+                    ));
+                }
                 if let Some(reason) = log_failure {
                     tracing::error!(%reason, "log write failed; the store refuses writes until reopened");
                     committer.poisoned = Some(reason);

@@ -11,8 +11,9 @@
 //! A segment is named by its first sequence number (`00000000000000000001.wal`), so
 //! sorting the names sorts the log.
 
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fs_err as fs;
 use rag_core::ModelFingerprint;
@@ -280,7 +281,8 @@ fn header_is_torn(bytes: &[u8]) -> bool {
 /// The open segment being appended to.
 #[derive(Debug)]
 pub struct SegmentWriter {
-    file: fs::File,
+    /// Shared with the log's sync thread.
+    file: Arc<std::fs::File>,
     /// Its path.
     pub path: PathBuf,
     /// Its first sequence number.
@@ -308,7 +310,7 @@ impl SegmentWriter {
         file.sync_all().map_err(|e| StoreError::io(&path, e))?;
         sync_dir(dir)?;
         Ok(Self {
-            file,
+            file: Arc::new(file.into_parts().0),
             path,
             first_seq,
             len: head.len() as u64,
@@ -328,27 +330,31 @@ impl SegmentWriter {
                 .map_err(|e| StoreError::io(path, e))?;
             file.sync_all().map_err(|e| StoreError::io(path, e))?;
         }
-        let mut w = Self {
-            file,
+        let file = file.into_parts().0;
+        (&file)
+            .seek(std::io::SeekFrom::Start(valid_len))
+            .map_err(|e| StoreError::io(path, e))?;
+        Ok(Self {
+            file: Arc::new(file),
             path: path.to_path_buf(),
             first_seq,
             len: valid_len,
-        };
-        use std::io::Seek;
-        w.file
-            .seek(std::io::SeekFrom::Start(valid_len))
-            .map_err(|e| StoreError::io(path, e))?;
-        Ok(w)
+        })
     }
 
     /// Writes bytes at the end (no sync).
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         crate::store::failpoint("wal::append")?;
-        self.file
+        (&*self.file)
             .write_all(bytes)
             .map_err(|e| StoreError::io(&self.path, e))?;
         self.len += bytes.len() as u64;
         Ok(())
+    }
+
+    /// The file, for a sync on another thread.
+    pub fn handle(&self) -> Arc<std::fs::File> {
+        self.file.clone()
     }
 
     /// `fdatasync`.

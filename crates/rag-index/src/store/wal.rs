@@ -2,6 +2,8 @@
 //! durable per [`Durability`] before a write is acknowledged.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
 
 use fs_err as fs;
 use rag_core::ModelFingerprint;
@@ -29,6 +31,31 @@ pub enum Durability {
 /// Bytes buffered under [`Durability::None`] before they are written out.
 const BUFFER_BYTES: usize = 1 << 20;
 
+/// A thread that runs `fdatasync` for the log, so that the leader of a group
+/// commit can insert the batch's vectors into the graph meanwhile.
+#[derive(Debug)]
+struct Syncer {
+    requests: mpsc::Sender<Arc<std::fs::File>>,
+    done: mpsc::Receiver<std::io::Result<()>>,
+}
+
+impl Syncer {
+    fn start() -> std::io::Result<Self> {
+        let (requests, inbox) = mpsc::channel::<Arc<std::fs::File>>();
+        let (outbox, done) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("rag-wal-sync".into())
+            .spawn(move || {
+                for file in inbox {
+                    if outbox.send(file.sync_data()).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Self { requests, done })
+    }
+}
+
 /// The log of one store.
 #[derive(Debug)]
 pub struct Wal {
@@ -45,6 +72,10 @@ pub struct Wal {
     next_seq: u64,
     /// Bytes appended since the last checkpoint.
     pub bytes_since_checkpoint: u64,
+    /// The sync thread (for [`Durability::Fsync`]).
+    syncer: Option<Syncer>,
+    /// Whether a sync was started and not waited for.
+    syncing: bool,
 }
 
 impl Wal {
@@ -57,8 +88,12 @@ impl Wal {
         next_seq: u64,
         durability: Durability,
         segment_bytes: u64,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, StoreError> {
+        let syncer = match durability {
+            Durability::Fsync => Some(Syncer::start().map_err(|e| StoreError::io(&dir, e))?),
+            Durability::Os | Durability::None => None,
+        };
+        Ok(Self {
             dir,
             model,
             active,
@@ -68,12 +103,16 @@ impl Wal {
             segment_bytes,
             next_seq,
             bytes_since_checkpoint: 0,
-        }
+            syncer,
+            syncing: false,
+        })
     }
 
     /// Appends the records of `commits` (consecutive sequence numbers from the next
-    /// one due) and makes them durable per the setting.
+    /// one due) and, for [`Durability::Fsync`], starts their sync on the sync
+    /// thread: [`Wal::wait`] returns once they are durable.
     pub fn append(&mut self, commits: &[Commit<'_>]) -> Result<(), StoreError> {
+        self.wait()?;
         let mut payload = Vec::new();
         for c in commits {
             if c.seq != self.next_seq {
@@ -95,12 +134,37 @@ impl Wal {
         match self.durability {
             Durability::Fsync => {
                 self.write_pending()?;
-                self.active.sync()
+                match &self.syncer {
+                    Some(s) if s.requests.send(self.active.handle()).is_ok() => {
+                        self.syncing = true;
+                        Ok(())
+                    }
+                    // No sync thread (it could not start, or is gone): sync here.
+                    _ => self.active.sync(),
+                }
             }
             Durability::Os => self.write_pending(),
             Durability::None if self.pending.len() >= BUFFER_BYTES => self.write_pending(),
             Durability::None => Ok(()),
         }
+    }
+
+    /// Waits for the sync [`Wal::append`] started, if any.
+    pub fn wait(&mut self) -> Result<(), StoreError> {
+        if !std::mem::take(&mut self.syncing) {
+            return Ok(());
+        }
+        let synced = match &self.syncer {
+            Some(s) => s
+                .done
+                .recv()
+                .map_err(|_| std::io::Error::other("the log's sync thread is gone")),
+            None => Ok(Ok(())),
+        };
+        crate::store::failpoint("wal::sync")?;
+        synced
+            .and_then(|r| r)
+            .map_err(|e| StoreError::io(&self.active.path, e))
     }
 
     fn write_pending(&mut self) -> Result<(), StoreError> {
@@ -113,6 +177,7 @@ impl Wal {
 
     /// Writes whatever is buffered and syncs it.
     pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.wait()?;
         self.write_pending()?;
         self.active.sync()
     }
@@ -120,6 +185,7 @@ impl Wal {
     /// Closes the active segment (synced) and starts a new one at the next sequence
     /// number, unless the active one holds no record yet.
     pub fn roll(&mut self) -> Result<(), StoreError> {
+        self.wait()?;
         self.write_pending()?;
         if self.active.first_seq == self.next_seq {
             return Ok(());
