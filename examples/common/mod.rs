@@ -80,18 +80,21 @@ pub fn open_store(
 
 /// One line about a recovery.
 pub fn describe_recovery(r: &RecoveryReport) -> String {
+    let from = match r.checkpoint {
+        Some(c) => format!(
+            "checkpoint at write {c} plus {} log records",
+            r.records_replayed
+        ),
+        None => format!("{} log records (no checkpoint yet)", r.records_replayed),
+    };
+    let cut = if r.bytes_cut > 0 {
+        format!("; cut a torn log tail of {} bytes", r.bytes_cut)
+    } else {
+        String::new()
+    };
     format!(
-        "store recovered to write {} ({} from checkpoint{}, {} log records replayed{}) in {:.2} s",
-        r.last_sequence,
-        r.checkpoint.map_or(0, |c| c),
-        if r.checkpoint.is_none() { " none" } else { "" },
-        r.records_replayed,
-        if r.bytes_cut > 0 {
-            format!(", {} bytes of torn tail cut", r.bytes_cut)
-        } else {
-            String::new()
-        },
-        r.seconds
+        "store at write {}, recovered from {from} in {:.2} s{cut}",
+        r.last_sequence, r.seconds
     )
 }
 

@@ -53,4 +53,4 @@ pub use traits::{
     AccessResolver, AnswerCache, CacheKey, Chunker, Device, DocumentInfo, Embedder, Generator,
     IndexStats, VectorIndex,
 };
-pub use write::{DeletePredicate, DocumentUpdate, EmbeddedChunk, WriteOp, WriteReport};
+pub use write::{DeletePredicate, DocumentUpdate, EmbeddedChunk, WriteOp, WriteReport, check_key};

@@ -173,15 +173,7 @@ impl VectorIndex for FlatIndex {
                     if !seen.insert(u.key()) {
                         return Err(InvalidInput::DuplicateDocument { doc_id: u.doc_id }.into());
                     }
-                    if let Some(acl) = &u.acl
-                        && acl.tenant != u.tenant
-                    {
-                        return Err(InvalidInput::TenantMismatch {
-                            key: u.tenant,
-                            acl: acl.tenant.clone(),
-                        }
-                        .into());
-                    }
+                    crate::write::check_key(&u.tenant, &u.doc_id, u.acl.as_ref())?;
                     let key = u.key();
                     let (doc_id, version) = (u.doc_id.clone(), u.version);
                     let doc = self.to_flat(u)?;

@@ -46,6 +46,29 @@ impl DocumentUpdate {
     }
 }
 
+/// Checks a write's key against its ACL: the document id and the tenant must be
+/// non-empty, and an ACL must be of the write's tenant.
+pub fn check_key(
+    tenant: &TenantId,
+    doc_id: &DocId,
+    acl: Option<&Acl>,
+) -> Result<(), crate::error::InvalidInput> {
+    use crate::error::InvalidInput;
+    if doc_id.is_empty() {
+        return Err(InvalidInput::EmptyId { what: "document" });
+    }
+    if tenant.is_empty() {
+        return Err(InvalidInput::EmptyId { what: "tenant" });
+    }
+    match acl {
+        Some(a) if &a.tenant != tenant => Err(InvalidInput::TenantMismatch {
+            key: tenant.clone(),
+            acl: a.tenant.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Which documents of one tenant a [`WriteOp::DeleteWhere`] or
 /// [`WriteOp::EraseWhere`] removes. The tenant is named by the operation: no
 /// predicate reaches across tenants.

@@ -207,21 +207,7 @@ impl HnswIndex {
     fn check_update(&self, update: &DocumentUpdate) -> Result<Vec<Vec<f32>>> {
         let model = self.fingerprint.id();
         let dims = self.fingerprint.dims();
-        if update.doc_id.is_empty() {
-            return Err(InvalidInput::EmptyId { what: "document" }.into());
-        }
-        if update.tenant.is_empty() {
-            return Err(InvalidInput::EmptyId { what: "tenant" }.into());
-        }
-        if let Some(acl) = &update.acl
-            && acl.tenant != update.tenant
-        {
-            return Err(InvalidInput::TenantMismatch {
-                key: update.tenant.clone(),
-                acl: acl.tenant.clone(),
-            }
-            .into());
-        }
+        rag_core::check_key(&update.tenant, &update.doc_id, update.acl.as_ref())?;
         if update.chunks.is_empty() {
             return Err(InvalidInput::NoChunks {
                 doc_id: update.doc_id.clone(),

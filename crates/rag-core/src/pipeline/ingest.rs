@@ -99,21 +99,7 @@ impl Pipeline {
         let _enter = span.enter();
         let mut seen = HashSet::new();
         for d in &docs {
-            if d.id.is_empty() {
-                return Err(InvalidInput::EmptyId { what: "document" }.into());
-            }
-            if d.tenant.is_empty() {
-                return Err(InvalidInput::EmptyId { what: "tenant" }.into());
-            }
-            if let Some(acl) = &d.acl
-                && acl.tenant != d.tenant
-            {
-                return Err(InvalidInput::TenantMismatch {
-                    key: d.tenant.clone(),
-                    acl: acl.tenant.clone(),
-                }
-                .into());
-            }
+            crate::write::check_key(&d.tenant, &d.id, d.acl.as_ref())?;
             if !seen.insert(d.key()) {
                 return Err(InvalidInput::DuplicateDocument {
                     doc_id: d.id.clone(),
