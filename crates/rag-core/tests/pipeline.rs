@@ -496,3 +496,47 @@ fn builder_checks_the_parts_fit_and_metrics_are_recorded() {
     assert!(matches!(find("rag_cache_hit_ratio", None)[..], [DebugValue::Gauge(r)] if r.0 == 0.5));
     assert!(matches!(find("rag_index_chunks", None)[..], [DebugValue::Gauge(c)] if c.0 == 4.0));
 }
+
+#[test]
+fn erase_drops_the_document_and_the_cached_answers_citing_it() {
+    let s = setup(PipelineConfig::default(), Some(EchoGenerator::default()));
+    s.pipeline.ingest(corpus()).unwrap();
+    let ann = Principal::new("acme", "ann").with_group("staff");
+    let q = "Who approves expenses?";
+    let first = s.pipeline.query(&ann, q, &QueryOptions::default()).unwrap();
+    assert!(
+        first
+            .answer
+            .citations
+            .iter()
+            .any(|c| c.doc_id.as_str() == "expenses")
+    );
+    assert!(
+        s.pipeline
+            .query(&ann, q, &QueryOptions::default())
+            .unwrap()
+            .from_cache
+    );
+    let key = DocKey::new("acme", "expenses");
+    s.pipeline.erase(&key).unwrap();
+    assert!(s.cache.invalidated.lock().unwrap().contains(&key));
+    assert!(s.pipeline.index().document(&key).unwrap().is_none());
+    let after = s.pipeline.query(&ann, q, &QueryOptions::default()).unwrap();
+    assert!(!after.from_cache);
+    assert!(
+        after
+            .answer
+            .citations
+            .iter()
+            .all(|c| c.doc_id.as_str() != "expenses")
+    );
+    // Erasing it again, or another tenant's document of that id: not found.
+    assert!(matches!(
+        s.pipeline.erase(&key),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.pipeline.erase(&DocKey::new("globex", "expenses")),
+        Err(Error::NotFound { .. })
+    ));
+}
