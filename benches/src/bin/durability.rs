@@ -339,7 +339,6 @@ fn main() -> Result<()> {
         for u in docs(&mut rng, base..chunks) {
             s.upsert(vec![u])?;
         }
-        s.index().stats();
     }
     let t = Instant::now();
     let (s, recovery) = DurableIndex::open(

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{IndexError, Result};
 use crate::index::HnswIndex;
 use crate::state::{DocEntry, State};
+use crate::store::codec;
 
 /// A write in the form the planner takes: the public operations, and the resolved
 /// removals that the log replays.
@@ -114,57 +115,21 @@ impl Overlay {
     }
 }
 
-/// The digest of a document's stored content: everything an upsert sets, with the
-/// unit vectors, so that an identical replay is recognised as a no-op.
+/// The digest of a document's stored content: everything an upsert sets, in the
+/// log's encoding, with the unit vectors, so that an identical replay is
+/// recognised as a no-op.
 fn digest<'a>(
     acl: Option<&Acl>,
     metadata: &Metadata,
     content_hash: Option<&rag_core::ContentHash>,
     chunks: impl Iterator<Item = (ChunkId, u32, rag_core::Span, &'a str, &'a [f32])>,
 ) -> [u8; 32] {
-    let mut h = Sha256::new();
-    let field = |h: &mut Sha256, b: &[u8]| {
-        h.update((b.len() as u64).to_le_bytes());
-        h.update(b);
-    };
-    match acl {
-        None => h.update([0u8]),
-        Some(a) => {
-            h.update([1u8]);
-            for tags in [&a.allow, &a.deny] {
-                h.update((tags.len() as u64).to_le_bytes());
-                for t in tags {
-                    field(&mut h, t.to_string().as_bytes());
-                }
-            }
-        }
-    }
-    let title = metadata.title.as_deref().unwrap_or("\u{0}none");
-    let source = metadata.source.as_deref().unwrap_or("\u{0}none");
-    field(&mut h, title.as_bytes());
-    field(&mut h, source.as_bytes());
-    for (k, v) in &metadata.attributes {
-        field(&mut h, k.as_bytes());
-        field(&mut h, format!("{v:?}").as_bytes());
-    }
-    match content_hash {
-        None => h.update([0u8]),
-        Some(c) => {
-            h.update([1u8]);
-            h.update(c.0);
-        }
-    }
+    let mut bytes = Vec::new();
+    codec::encode_content(&mut bytes, acl, metadata, content_hash);
     for (id, ordinal, span, text, vector) in chunks {
-        h.update(id.0.to_le_bytes());
-        h.update(ordinal.to_le_bytes());
-        h.update((span.start as u64).to_le_bytes());
-        h.update((span.end as u64).to_le_bytes());
-        field(&mut h, text.as_bytes());
-        for v in vector {
-            h.update(v.to_le_bytes());
-        }
+        codec::encode_chunk(&mut bytes, id, ordinal, span, text, vector);
     }
-    h.finalize().into()
+    Sha256::digest(&bytes).into()
 }
 
 fn stored_digest(state: &State, entry: &DocEntry) -> [u8; 32] {

@@ -58,7 +58,7 @@ impl HnswIndex {
         let n = ops.len();
         let mut results: Vec<Option<Result<WriteReport>>> = (0..n).map(|_| None).collect();
         let mut planned: Vec<(usize, u64, Planned)> = Vec::with_capacity(n);
-        let (hnsw, lexical, base) = {
+        let (hnsw, lexical) = {
             let state = self.state.read();
             let mut overlay = Overlay::new(&state);
             let mut seq = state.sequence;
@@ -79,14 +79,10 @@ impl HnswIndex {
                     Err(e) => results[i] = Some(Err(e)),
                 }
             }
-            (
-                state.hnsw.clone(),
-                state.lexical.clone(),
-                state.vectors.len() as u32,
-            )
+            (state.hnsw.clone(), state.lexical.clone())
         };
         if !planned.is_empty() {
-            match self.insert_and_commit(&hnsw, lexical.as_deref(), base, &planned, commit) {
+            match self.insert_and_commit(&hnsw, lexical.as_deref(), &planned, commit) {
                 Ok(()) => {
                     let erasures: Vec<usize> = planned
                         .iter()
@@ -133,7 +129,6 @@ impl HnswIndex {
         &self,
         hnsw: &crate::hnsw::Hnsw,
         lexical: Option<&crate::lexical::Lexical>,
-        base: u32,
         planned: &[(usize, u64, Planned)],
         commit: Option<&mut dyn CommitLog>,
     ) -> Result<()> {
@@ -147,7 +142,6 @@ impl HnswIndex {
         let mut flat: Vec<(u32, &[f32])> = Vec::new();
         let mut texts: Vec<(u32, &str)> = Vec::new();
         for d in &docs {
-            debug_assert!(d.first_slot >= base);
             for (j, (v, c)) in d.vectors.iter().zip(&d.update.chunks).enumerate() {
                 let slot = d.first_slot + j as u32;
                 flat.push((slot, v.as_slice()));

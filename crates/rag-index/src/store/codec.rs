@@ -96,13 +96,16 @@ fn put_tags(out: &mut Vec<u8>, tags: &BTreeSet<PermissionTag>) {
     }
 }
 
-/// Appends the encoding of one document (also what its content digest is taken
-/// over, so the digest is as stable as the log format).
-pub fn encode_document(out: &mut Vec<u8>, d: &DocumentUpdate) {
-    put_str(out, d.tenant.as_str());
-    put_str(out, d.doc_id.as_str());
-    put_u64(out, d.version);
-    match &d.acl {
+/// Appends what an upsert sets besides its key, version and chunks: the ACL's
+/// tags (its tenant is the key's), title, source, attributes and content hash.
+/// The index's content digest is taken over this same encoding.
+pub(crate) fn encode_content(
+    out: &mut Vec<u8>,
+    acl: Option<&Acl>,
+    metadata: &Metadata,
+    content_hash: Option<&ContentHash>,
+) {
+    match acl {
         None => out.push(0),
         Some(acl) => {
             out.push(1);
@@ -110,10 +113,10 @@ pub fn encode_document(out: &mut Vec<u8>, d: &DocumentUpdate) {
             put_tags(out, &acl.deny);
         }
     }
-    put_opt_str(out, d.metadata.title.as_deref());
-    put_opt_str(out, d.metadata.source.as_deref());
-    put_len(out, d.metadata.attributes.len());
-    for (k, v) in &d.metadata.attributes {
+    put_opt_str(out, metadata.title.as_deref());
+    put_opt_str(out, metadata.source.as_deref());
+    put_len(out, metadata.attributes.len());
+    for (k, v) in &metadata.attributes {
         put_str(out, k);
         match v {
             AttrValue::Text(s) => {
@@ -130,23 +133,50 @@ pub fn encode_document(out: &mut Vec<u8>, d: &DocumentUpdate) {
             }
         }
     }
-    match &d.content_hash {
+    match content_hash {
         None => out.push(0),
         Some(h) => {
             out.push(1);
             out.extend_from_slice(&h.0);
         }
     }
+}
+
+/// Appends one chunk: id, ordinal, span, text and the vector's `f32`s.
+pub(crate) fn encode_chunk(
+    out: &mut Vec<u8>,
+    id: ChunkId,
+    ordinal: u32,
+    span: Span,
+    text: &str,
+    vector: &[f32],
+) {
+    put_u64(out, id.0);
+    put_u32(out, ordinal);
+    put_u64(out, span.start as u64);
+    put_u64(out, span.end as u64);
+    put_str(out, text);
+    for v in vector {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn encode_document(out: &mut Vec<u8>, d: &DocumentUpdate) {
+    put_str(out, d.tenant.as_str());
+    put_str(out, d.doc_id.as_str());
+    put_u64(out, d.version);
+    encode_content(out, d.acl.as_ref(), &d.metadata, d.content_hash.as_ref());
     put_len(out, d.chunks.len());
     for c in &d.chunks {
-        put_u64(out, c.chunk.id.0);
-        put_u32(out, c.chunk.ordinal);
-        put_u64(out, c.chunk.span.start as u64);
-        put_u64(out, c.chunk.span.end as u64);
-        put_str(out, &c.chunk.text);
-        for v in c.embedding.values() {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        let ch = &c.chunk;
+        encode_chunk(
+            out,
+            ch.id,
+            ch.ordinal,
+            ch.span,
+            &ch.text,
+            c.embedding.values(),
+        );
     }
 }
 
