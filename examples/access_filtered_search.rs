@@ -140,7 +140,7 @@ fn main() -> Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let directory = Directory::new(Registration::Open);
+    let directory = Directory::new(Registration::TrustClaims);
     let uni = TenantId::new("uni");
     directory.nest_group(&uni, &"lab-a-senior".into(), &"lab-a".into());
     directory.grant_role(&uni, &"pi".into(), &"reviewers".into());
@@ -162,6 +162,17 @@ fn main() -> Result<()> {
     ] {
         let filter = directory.resolve(&principal)?;
         let r = index.search(&q, 3, &filter)?;
+        // Audited (and synced) before anything is shown.
+        audit.append(AuditEvent::new(
+            AuditAction::Search,
+            Some(principal.tenant.to_string()),
+            Some(principal.user.to_string()),
+            r.hits
+                .iter()
+                .map(|h| format!("{}#{}", h.doc_id, h.chunk_id))
+                .collect(),
+            Outcome::Ok,
+        ))?;
         println!(
             "\n{} of {} may read {} documents ({}):",
             principal.user, principal.tenant, r.visible, r.strategy
@@ -202,13 +213,6 @@ fn main() -> Result<()> {
             )
         };
         println!("  answer: {answer}");
-        audit.append(AuditEvent {
-            action: AuditAction::Search,
-            tenant: Some(principal.tenant.to_string()),
-            actor: Some(principal.user.to_string()),
-            resources: r.hits.iter().map(|h| h.doc_id.to_string()).collect(),
-            outcome: Outcome::Ok,
-        })?;
     }
 
     let snap = tempfile::tempdir()?;

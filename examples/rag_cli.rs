@@ -3,12 +3,15 @@
 //!
 //! ```text
 //! cargo run --release -p rag-examples --example rag -- [--state DIR] COMMAND
-//!   ingest DIR [--tenant T] [--group G]    add or update the text files under DIR
-//!   query QUESTION... [--tenant T] [--user U] [--groups G1,G2] [--mode dense|lexical|hybrid]
+//!   ingest DIR [--tenant T] (--group G | --user U)...   add or update the text files under DIR
+//!   query QUESTION... [--tenant T] [--user U] [--group G]... [--mode dense|lexical|hybrid]
 //!   snapshot DIR                            export the index to DIR (a backup)
 //!   restore DIR                             replace the state with the snapshot in DIR
 //!   stats                                   counters, store and health
 //! ```
+//!
+//! Unknown flags are errors. Files are readable only by the groups and users that
+//! `ingest` names (at least one is required); `query` holds no group unless given one.
 #![allow(clippy::print_stdout)]
 
 mod common;
@@ -17,80 +20,80 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
 use rag_core::pipeline::QueryOptions;
-use rag_core::{Acl, Principal, VectorIndex};
+use rag_core::{Acl, Principal, RetrievalMode, VectorIndex};
 use rag_index::{DurableIndex, HnswIndex, IndexConfig, StoreOptions};
 
 /// Files per ingest call (and per progress update).
 const INGEST_BATCH: usize = 16;
 
+/// A RAG index on the SDK's public API, kept in a durable store between runs.
+#[derive(Debug, Parser)]
+#[command(name = "rag")]
 struct Cli {
+    /// The store's directory.
+    #[arg(long, global = true, default_value = ".rag-state")]
     state: PathBuf,
-    command: String,
-    positional: Vec<String>,
-    options: Vec<(String, String)>,
+    #[command(subcommand)]
+    command: Command,
 }
 
-impl Cli {
-    fn parse() -> Result<Self> {
-        let mut state = PathBuf::from(".rag-state");
-        let mut command = None;
-        let mut positional = Vec::new();
-        let mut options = Vec::new();
-        let mut it = std::env::args().skip(1);
-        while let Some(a) = it.next() {
-            if let Some(name) = a.strip_prefix("--") {
-                let value = it
-                    .next()
-                    .with_context(|| format!("--{name} needs a value"))?;
-                if name == "state" {
-                    state = PathBuf::from(value);
-                } else {
-                    options.push((name.to_owned(), value));
-                }
-            } else if command.is_none() {
-                command = Some(a);
-            } else {
-                positional.push(a);
-            }
-        }
-        let Some(command) = command else {
-            bail!(
-                "usage: rag [--state DIR] ingest DIR | query QUESTION | snapshot DIR | restore DIR | stats"
-            );
-        };
-        Ok(Self {
-            state,
-            command,
-            positional,
-            options,
-        })
-    }
-
-    fn opt<'a>(&'a self, name: &str, default: &'a str) -> &'a str {
-        self.options
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map_or(default, |(_, v)| v.as_str())
-    }
-
-    fn arg(&self, what: &str) -> Result<&str> {
-        self.positional
-            .first()
-            .map(String::as_str)
-            .with_context(|| format!("{} needs {what}", self.command))
-    }
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Adds or updates the text files under DIR.
+    Ingest {
+        /// The directory to read.
+        dir: PathBuf,
+        /// The tenant the files belong to.
+        #[arg(long, default_value = "local")]
+        tenant: String,
+        /// A group that may read the files (repeat or separate with commas).
+        #[arg(long = "group", value_delimiter = ',')]
+        groups: Vec<String>,
+        /// A user who may read the files (repeat or separate with commas).
+        #[arg(long = "user", value_delimiter = ',')]
+        users: Vec<String>,
+    },
+    /// Answers a question with citations.
+    Query {
+        /// The question.
+        #[arg(required = true, num_args = 1..)]
+        question: Vec<String>,
+        /// The asker's tenant.
+        #[arg(long, default_value = "local")]
+        tenant: String,
+        /// The asker.
+        #[arg(long, default_value = "cli")]
+        user: String,
+        /// A group the asker holds (repeat or separate with commas); none by default.
+        #[arg(long = "group", value_delimiter = ',')]
+        groups: Vec<String>,
+        /// dense, lexical or hybrid.
+        #[arg(long, default_value = "dense")]
+        mode: String,
+    },
+    /// Exports the index to DIR (a backup).
+    Snapshot {
+        /// The target directory.
+        dir: PathBuf,
+    },
+    /// Replaces the state with the snapshot in DIR.
+    Restore {
+        /// The snapshot directory.
+        dir: PathBuf,
+    },
+    /// Counters, store and health.
+    Stats,
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse()?;
-    match cli.command.as_str() {
-        "restore" => {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Restore { dir: from } => {
             // Verify the snapshot fully, build a new store from it beside the old
             // one, and only then swap them.
-            let from = PathBuf::from(cli.arg("a snapshot directory")?);
-            let index = HnswIndex::restore(&from, None, IndexConfig::default())?;
+            let index = HnswIndex::restore(from, None, IndexConfig::default())?;
             let fresh = sibling(&cli.state, "restoring")?;
             let (store, _) = DurableIndex::create_from(&fresh, &index, StoreOptions::default())?;
             let s = store.stats();
@@ -111,27 +114,40 @@ fn main() -> Result<()> {
             );
             return Ok(());
         }
-        "snapshot" => {
-            let to = PathBuf::from(cli.arg("a target directory")?);
+        Command::Snapshot { dir: to } => {
             // The store's newest checkpoint plus its log: open it (recovering) and
             // export the index as one snapshot.
             let (embedder, _) = common::models()?;
             let (store, _) = common::open_store(&cli.state, embedder.as_ref())?;
-            fs_err::create_dir_all(&to)?;
-            let r = store.index().snapshot(&to)?;
+            fs_err::create_dir_all(to)?;
+            let r = store.index().snapshot(to)?;
             println!("wrote {} bytes to {}", r.bytes, to.display());
             return Ok(());
         }
         _ => {}
     }
 
+    // Refused before any model is loaded.
+    if let Command::Ingest {
+        tenant,
+        groups,
+        users,
+        ..
+    } = &cli.command
+    {
+        readers(tenant, groups, users)?;
+    }
     let (embedder, generator) = common::models()?;
     let (index, recovery) = common::open_store(&cli.state, embedder.as_ref())?;
     eprintln!("{}", common::describe_recovery(&recovery));
-    match cli.command.as_str() {
-        "ingest" => {
-            let dir = PathBuf::from(cli.arg("a directory")?);
-            let acl = Acl::new(cli.opt("tenant", "local")).allow_group(cli.opt("group", "readers"));
+    match cli.command {
+        Command::Ingest {
+            dir,
+            tenant,
+            groups,
+            users,
+        } => {
+            let acl = readers(&tenant, &groups, &users)?;
             let pipeline = common::pipeline(index.clone(), embedder, None)?;
             let (mut docs, rejected) = common::read_dir(&dir, &acl)?;
             common::assign_versions(index.as_ref(), &mut docs)?;
@@ -158,21 +174,22 @@ fn main() -> Result<()> {
                 s.chunks
             );
         }
-        "query" => {
-            if cli.positional.is_empty() {
-                bail!("query needs a question");
-            }
-            let question = cli.positional.join(" ");
-            let mut principal = Principal::new(cli.opt("tenant", "local"), cli.opt("user", "cli"));
-            for g in cli
-                .opt("groups", "readers")
-                .split(',')
+        Command::Query {
+            question,
+            tenant,
+            user,
+            groups,
+            mode,
+        } => {
+            let question = question.join(" ");
+            let principal = groups
+                .iter()
                 .filter(|g| !g.is_empty())
-            {
-                principal = principal.with_group(g);
-            }
+                .fold(Principal::new(tenant, user), |p, g| {
+                    p.with_group(g.as_str())
+                });
             let options = QueryOptions {
-                mode: Some(cli.opt("mode", "dense").parse()?),
+                mode: Some(mode.parse::<RetrievalMode>()?),
                 ..QueryOptions::default()
             };
             let pipeline = common::pipeline(index, embedder, Some(generator))?;
@@ -192,7 +209,7 @@ fn main() -> Result<()> {
                 eprintln!("  degraded: {d:?}");
             }
         }
-        "stats" => {
+        Command::Stats => {
             let pipeline = common::pipeline(index.clone(), embedder, Some(generator))?;
             let s = index.stats();
             let h = pipeline.health();
@@ -210,9 +227,23 @@ fn main() -> Result<()> {
                 h.status, h.embedder, h.embedder_device, h.generator, h.reasons
             );
         }
-        other => bail!("unknown command {other:?}"),
+        Command::Snapshot { .. } | Command::Restore { .. } => {}
     }
     Ok(())
+}
+
+/// The ACL of ingested files: the named groups and users of `tenant`; naming nobody
+/// is an error (the files would be readable by no one).
+fn readers(tenant: &str, groups: &[String], users: &[String]) -> Result<Acl> {
+    let groups: Vec<&String> = groups.iter().filter(|g| !g.trim().is_empty()).collect();
+    let users: Vec<&String> = users.iter().filter(|u| !u.trim().is_empty()).collect();
+    if groups.is_empty() && users.is_empty() {
+        bail!("name who may read these files: --group G or --user U (repeatable)");
+    }
+    let acl = groups
+        .into_iter()
+        .fold(Acl::new(tenant), |a, g| a.allow_group(g.as_str()));
+    Ok(users.into_iter().fold(acl, |a, u| a.allow_user(u.as_str())))
 }
 
 /// `DIR.suffix` beside `dir`, which must not exist yet.

@@ -51,7 +51,7 @@ pub fn pipeline(
         .embedder(embedder)
         .index(index)
         .cache(Arc::new(SemanticCache::new(CacheConfig::default())?))
-        .access(Arc::new(Directory::new(Registration::Open)))
+        .access(Arc::new(Directory::new(Registration::TrustClaims)))
         .config(PipelineConfig::default());
     if let Some(g) = generator {
         b = b.generator(g);

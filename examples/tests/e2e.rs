@@ -43,7 +43,7 @@ fn world() -> World {
     let index =
         Arc::new(HnswIndex::new(embedder.fingerprint().clone(), IndexConfig::default()).unwrap());
     let cache = Arc::new(SemanticCache::new(CacheConfig::default()).unwrap());
-    let directory = Arc::new(Directory::new(Registration::Open));
+    let directory = Arc::new(Directory::new(Registration::TrustClaims));
     directory.nest_group(&"acme".into(), &"finance-leads".into(), &"finance".into());
     let chunker = MarkdownChunker::new(
         RecursiveChunker::new(200, 16, Arc::new(EmbedderTokens(embedder.clone()))).unwrap(),

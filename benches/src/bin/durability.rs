@@ -203,7 +203,7 @@ fn pipeline(embedder: Arc<dyn Embedder>, index: Arc<dyn VectorIndex>) -> Result<
         .embedder(embedder)
         .index(index)
         .access(Arc::new(rag_acl::Directory::new(
-            rag_acl::Registration::Open,
+            rag_acl::Registration::TrustClaims,
         )))
         .build()?)
 }

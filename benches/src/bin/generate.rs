@@ -57,20 +57,20 @@ fn main() -> Result<()> {
     )?)?;
     let g = OnnxGenerator::new(config)?;
 
-    // A chat whose rendered prompt is exactly `prompt_tokens` tokens.
+    // A chat whose prompt is exactly `prompt_tokens` tokens.
     let filler =
         "Retrieval augmented generation grounds answers in documents that the reader may check. ";
-    let render = |n: usize| {
-        g.render(&[ChatMessage {
+    let chat = |n: usize| {
+        g.prompt_ids(&[ChatMessage {
             role: Role::User,
             content: filler.repeat(n) + "Summarise.",
         }])
     };
     let mut n = 1;
-    while g.encode(&render(n))?.len() < prompt_tokens {
+    while chat(n)?.len() < prompt_tokens {
         n += 1;
     }
-    let mut ids = g.encode(&render(n))?;
+    let mut ids = chat(n)?;
     ids.truncate(prompt_tokens);
     g.time_prefill(&ids)?; // warm-up
     let ttft_s = median(

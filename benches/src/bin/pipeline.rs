@@ -6,8 +6,14 @@
 //!
 //! `cargo run --release -p rag-benches --bin pipeline -- --json PATH [--chunks N]
 //!  [--queries Q] [--threads T] [--groups G] [--rounds R] [--sample N] [--upsert-batch N]
-//!  [--lexical true|false] [--expansion-add N]
+//!  [--lexical true|false] [--expansion-add N] [--askers A] [--audit-dir DIR]
 //!  [--spinning true|false]`
+//!
+//! The price of the audit log: a second pipeline over the same index and models
+//! writes every answer to a synced `rag_acl::AuditLog` (in `--audit-dir`, a fresh
+//! temporary directory by default) before returning it. Each question is asked of
+//! both pipelines in turn (retrieval path, then cache-hit path), and A concurrent
+//! askers run against each in alternating rounds, so drift weighs on both alike.
 //!
 //! Text is synthetic (short sentences from a fixed vocabulary, one chunk per
 //! document); models, index, cache and pipeline are the real ones. Each document is
@@ -124,12 +130,37 @@ fn main() -> Result<()> {
         .generator(Arc::new(CiteFirst))
         .cache(cache.clone())
         .access(Arc::new(rag_acl::Directory::new(
-            rag_acl::Registration::Open,
+            rag_acl::Registration::TrustClaims,
         )))
         .config(PipelineConfig {
             upsert_batch: args.get("upsert-batch", PipelineConfig::default().upsert_batch)?,
             ..PipelineConfig::default()
         })
+        .build()?;
+
+    let audit_dir = match args.opt("audit-dir") {
+        Some(d) => {
+            fs_err::create_dir_all(d)?;
+            tempfile::tempdir_in(d)?
+        }
+        None => tempfile::tempdir()?,
+    };
+    let audit_log = Arc::new(rag_acl::AuditLog::open(audit_dir.path().join("audit.log"))?);
+    let audited_cache = Arc::new(SemanticCache::new(CacheConfig::default())?);
+    let audited = Pipeline::builder()
+        .chunker(Arc::new(RecursiveChunker::new(
+            200,
+            16,
+            Arc::new(EmbedderTokens(embedder.clone())),
+        )?))
+        .embedder(embedder.clone())
+        .index(index.clone())
+        .generator(Arc::new(CiteFirst))
+        .cache(audited_cache.clone())
+        .access(Arc::new(rag_acl::Directory::new(
+            rag_acl::Registration::TrustClaims,
+        )))
+        .audit(audit_log.clone())
         .build()?;
 
     let mut rng = StdRng::seed_from_u64(7);
@@ -225,37 +256,99 @@ fn main() -> Result<()> {
         )?;
     }
     cache.clear();
-    let mut miss = Vec::new();
+    audited_cache.clear();
+    let timed = |p: &Pipeline, q: &str| -> Result<(f64, rag_core::pipeline::QueryAnswer)> {
+        let t = Instant::now();
+        let a = p.query(&principal, q, &QueryOptions::default())?;
+        Ok((t.elapsed().as_secs_f64() * 1e3, a))
+    };
+    let (mut miss, mut miss_audited) = (Vec::new(), Vec::new());
     let mut strategy = String::new();
     for q in &questions {
-        let t = Instant::now();
-        let a = pipeline.query(&principal, q, &QueryOptions::default())?;
-        miss.push(t.elapsed().as_secs_f64() * 1e3);
-        if a.from_cache {
+        let (ms, a) = timed(&pipeline, q)?;
+        let (ms_audited, b) = timed(&audited, q)?;
+        if a.from_cache || b.from_cache {
             bail!("a first-time question was served from the cache");
         }
+        miss.push(ms);
+        miss_audited.push(ms_audited);
         strategy = a.strategy.map(|s| s.to_string()).unwrap_or_default();
     }
-    let (mut hit, mut lookup) = (Vec::new(), Vec::new());
+    let (mut hit, mut hit_audited, mut lookup) = (Vec::new(), Vec::new(), Vec::new());
     for q in &questions {
-        let t = Instant::now();
-        let a = pipeline.query(&principal, q, &QueryOptions::default())?;
-        hit.push(t.elapsed().as_secs_f64() * 1e3);
-        if !a.from_cache {
+        let (ms, a) = timed(&pipeline, q)?;
+        let (ms_audited, b) = timed(&audited, q)?;
+        if !a.from_cache || !b.from_cache {
             bail!("a repeated question missed the cache");
         }
+        hit.push(ms);
+        hit_audited.push(ms_audited);
         for s in &a.timings {
             if s.stage == "cache_lookup" {
                 lookup.push(s.duration.as_secs_f64() * 1e3);
             }
         }
     }
+    let records = rag_acl::verify(audit_log.path())?.records.len();
+    if records != 2 * questions.len() {
+        bail!(
+            "the audit log holds {records} records, expected {}",
+            2 * questions.len()
+        );
+    }
+
+    // A concurrent askers, each asking fresh questions (retrieval path; the answer
+    // is cached but never asked again), against each pipeline in alternating rounds.
+    let askers: usize = args.get("askers", 8)?;
+    let per_asker = (queries / askers).max(4);
+    let principal = &principal;
+    let concurrent = |p: &Pipeline, round: u64| -> Result<f64> {
+        let t = Instant::now();
+        std::thread::scope(|s| -> Result<()> {
+            let handles: Vec<_> = (0..askers)
+                .map(|i| {
+                    s.spawn(move || -> Result<()> {
+                        let mut rng = StdRng::seed_from_u64(1_000 * round + i as u64);
+                        for _ in 0..per_asker {
+                            let q = sentence(&mut rng, 8);
+                            p.query(principal, &q, &QueryOptions::default())?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("an asker panicked"))??;
+            }
+            Ok(())
+        })?;
+        Ok((askers * per_asker) as f64 / t.elapsed().as_secs_f64())
+    };
+    let (mut plain_qps, mut audited_qps) = (Vec::new(), Vec::new());
+    for round in 0..3u64 {
+        plain_qps.push(concurrent(&pipeline, 2 * round)?);
+        audited_qps.push(concurrent(&audited, 2 * round + 1)?);
+    }
+    let (plain_qps, audited_qps) = (median(plain_qps), median(audited_qps));
+    eprintln!(
+        "{askers} askers: {plain_qps:.0} q/s unaudited, {audited_qps:.0} q/s audited ({:.2}x)",
+        audited_qps / plain_qps
+    );
     let report = serde_json::json!({
         "chunks": chunks,
         "retrieval_p50_ms": percentile(miss.clone(), 50.0),
         "retrieval_p99_ms": percentile(miss, 99.0),
         "cache_hit_p50_ms": percentile(hit.clone(), 50.0),
         "cache_hit_p99_ms": percentile(hit, 99.0),
+        "audited_retrieval_p50_ms": percentile(miss_audited.clone(), 50.0),
+        "audited_retrieval_p99_ms": percentile(miss_audited, 99.0),
+        "audited_cache_hit_p50_ms": percentile(hit_audited.clone(), 50.0),
+        "audited_cache_hit_p99_ms": percentile(hit_audited, 99.0),
+        "askers": askers,
+        "concurrent_qps": plain_qps,
+        "audited_concurrent_qps": audited_qps,
+        "audited_over_unaudited_concurrent": audited_qps / plain_qps,
         "cache_lookup_p50_ms": percentile(lookup.clone(), 50.0),
         "cache_lookup_p99_ms": percentile(lookup, 99.0),
         "ingest_chunks_per_s": ingest_rate,

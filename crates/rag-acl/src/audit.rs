@@ -1,18 +1,31 @@
-//! An append-only, hash-chained audit log.
+//! An append-only, hash-chained audit log with group commit.
 //!
-//! Each record is one line, `HASH<TAB>BODY`, where `BODY` is the record as JSON
-//! (sequence number, time, the previous record's hash, the event) and `HASH` is the
-//! sha256 of `BODY`. [`AuditLog::append`] writes the line and syncs it to disk before
-//! it returns. [`verify`] recomputes the chain and names the first record that was
-//! altered, removed or moved. Cutting records off the end leaves a valid shorter
-//! chain: compare [`Verified::head`] with a head kept elsewhere to detect that.
+//! Each record is one line, `MAC<TAB>BODY`, where `BODY` is the record as JSON
+//! (sequence number, time, the previous record's MAC, the event) and `MAC` is the
+//! sha256 of `BODY` or, with an [`AuditKey`], its HMAC-SHA256. [`AuditLog::append`]
+//! writes the line and returns once it is on disk; appends that overlap share one
+//! `fdatasync` (group commit). [`verify`] recomputes the chain and names the first
+//! record that was altered, removed or moved.
+//!
+//! What the chain protects: without a key, it detects accidental damage and edits
+//! by someone who does not recompute the hashes; anyone who can write the file can
+//! rewrite a record and recompute every later hash. With a key kept away from the
+//! log's directory, a rewritten, removed or reordered record fails verification
+//! unless the key is known. Cutting records off the end leaves a valid shorter
+//! chain either way: compare [`Verified::head`] with a head kept elsewhere.
+//!
+//! A crash (or a full disk) in the middle of an append leaves a torn last line.
+//! [`AuditLog::open`] cuts it off, as a log tail, and says so in
+//! [`AuditLog::recovery`]; [`verify`] still reports it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fs_err as fs;
-use parking_lot::Mutex;
+use hmac::{Hmac, Mac};
+use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -24,8 +37,10 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
-    /// A search or query.
+    /// A search.
     Search,
+    /// A question was answered (or refused) by the pipeline.
+    Answer,
     /// Documents were ingested.
     Ingest,
     /// Documents were deleted.
@@ -59,10 +74,43 @@ pub struct AuditEvent {
     pub tenant: Option<String>,
     /// Who acted.
     pub actor: Option<String>,
-    /// What was touched (document or chunk ids).
+    /// What was touched: document or chunk references (`doc@version#chunk` for
+    /// served passages).
     pub resources: Vec<String>,
     /// How it ended.
     pub outcome: Outcome,
+    /// For answers: the sha256 of the question, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question_sha256: Option<String>,
+    /// For answers: whether the cache served it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_cache: Option<bool>,
+    /// When the event happened (milliseconds since the Unix epoch), if not when
+    /// it was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
+}
+
+impl AuditEvent {
+    /// An event with no answer fields.
+    pub fn new(
+        action: AuditAction,
+        tenant: Option<String>,
+        actor: Option<String>,
+        resources: Vec<String>,
+        outcome: Outcome,
+    ) -> Self {
+        Self {
+            action,
+            tenant,
+            actor,
+            resources,
+            outcome,
+            question_sha256: None,
+            from_cache: None,
+            at_ms: None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -82,7 +130,7 @@ pub struct AuditRecord {
     pub ts_ms: u64,
     /// The event.
     pub event: AuditEvent,
-    /// This record's hash.
+    /// This record's MAC (hash).
     pub hash: String,
 }
 
@@ -91,8 +139,54 @@ pub struct AuditRecord {
 pub struct Verified {
     /// Records in the log.
     pub records: Vec<AuditRecord>,
-    /// The last record's hash (the genesis hash for an empty log).
+    /// The last record's MAC (the genesis value for an empty log).
     pub head: String,
+}
+
+/// A secret key for the log's HMAC-SHA256 chain (at least 16 bytes). Its `Debug`
+/// does not show it.
+#[derive(Clone)]
+pub struct AuditKey(Vec<u8>);
+
+impl AuditKey {
+    /// A key from secret bytes; fewer than 16 is [`AclError::WeakKey`].
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self> {
+        let bytes = bytes.into();
+        if bytes.len() < 16 {
+            return Err(AclError::WeakKey { len: bytes.len() });
+        }
+        Ok(Self(bytes))
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+fn mac(key: Option<&AuditKey>, body: &str) -> String {
+    match key {
+        None => hex::encode(Sha256::digest(body.as_bytes())),
+        Some(k) => match Hmac::<Sha256>::new_from_slice(&k.0) {
+            Ok(mut m) => {
+                m.update(body.as_bytes());
+                hex::encode(m.finalize().into_bytes())
+            }
+            // HMAC takes keys of any length; unreachable in practice, and a MAC
+            // that never verifies is the fail-closed answer.
+            Err(_) => String::new(),
+        },
+    }
+}
+
+/// What opening the log repaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuditRecovery {
+    /// Bytes of a torn last record cut off (0 when the log ended cleanly).
+    pub torn_bytes: u64,
+    /// Records found intact.
+    pub records: u64,
 }
 
 struct Tail {
@@ -101,79 +195,192 @@ struct Tail {
     head: String,
 }
 
+#[derive(Default)]
+struct SyncState {
+    /// Records known to be on disk.
+    synced: u64,
+    /// A sync is running.
+    syncing: bool,
+    /// A write or sync failed: the file's state is unknown, appends are refused.
+    failed: bool,
+}
+
 /// An open audit log, safe to share between threads.
 pub struct AuditLog {
     path: PathBuf,
+    key: Option<AuditKey>,
     tail: Mutex<Tail>,
+    /// Records written to the file (not necessarily synced).
+    written: AtomicU64,
+    sync_file: std::fs::File,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+    recovery: AuditRecovery,
 }
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
             .field("path", &self.path)
+            .field("keyed", &self.key.is_some())
+            .field("recovery", &self.recovery)
             .finish()
     }
 }
 
+/// Cuts a torn last line (no final newline) off the file at `path`; returns the
+/// bytes cut.
+fn cut_torn_tail(path: &Path) -> Result<u64> {
+    let io = |source| AclError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = fs::read(path).map_err(io)?;
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(0);
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let file = fs::OpenOptions::new().write(true).open(path).map_err(io)?;
+    file.set_len(keep as u64).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok((bytes.len() - keep) as u64)
+}
+
 impl AuditLog {
-    /// Opens or creates the log at `path`. An existing log must verify first;
-    /// a tampered log is refused rather than extended.
+    /// Opens or creates the unkeyed log at `path`; see [`open_with`](Self::open_with).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, None)
+    }
+
+    /// Opens or creates the log at `path`, chained with HMAC-SHA256 under `key` if
+    /// given. A torn last record is cut off (see [`recovery`](Self::recovery)); the
+    /// rest must verify, or the log is refused rather than extended.
+    pub fn open_with(path: impl AsRef<Path>, key: Option<AuditKey>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let io = |source| AclError::Io {
             path: path.clone(),
             source,
         };
-        let (seq, head) = if path.exists() {
-            let v = verify(&path)?;
-            (v.records.len() as u64, v.head)
+        let (seq, head, torn_bytes) = if path.exists() {
+            let torn_bytes = cut_torn_tail(&path)?;
+            if torn_bytes > 0 {
+                tracing::warn!(path = %path.display(), torn_bytes, "cut a torn audit record");
+            }
+            let v = verify_with(&path, key.as_ref())?;
+            (v.records.len() as u64, v.head, torn_bytes)
         } else {
-            (0, GENESIS.to_owned())
+            (0, GENESIS.to_owned(), 0)
         };
         let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(io)?;
+        let sync_file = file.file().try_clone().map_err(io)?;
         Ok(Self {
-            path,
+            key,
             tail: Mutex::new(Tail { file, seq, head }),
+            written: AtomicU64::new(seq),
+            sync_file,
+            sync: Mutex::new(SyncState {
+                synced: seq,
+                ..SyncState::default()
+            }),
+            synced: Condvar::new(),
+            recovery: AuditRecovery {
+                torn_bytes,
+                records: seq,
+            },
+            path,
         })
     }
 
-    /// Appends an event; returns once it is on disk.
+    /// What opening repaired.
+    pub fn recovery(&self) -> AuditRecovery {
+        self.recovery
+    }
+
+    /// Appends an event; returns once it is on disk. Concurrent appends share one
+    /// `fdatasync`. After a failed write or sync every append fails: the file's
+    /// state is unknown until it is reopened (which cuts a torn record).
     pub fn append(&self, event: AuditEvent) -> Result<AuditRecord> {
         let ts_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let mut tail = self.tail.lock();
-        let body = Body {
-            seq: tail.seq,
-            ts_ms,
-            prev: tail.head.clone(),
-            event,
-        };
-        let json = serde_json::to_string(&body).map_err(AclError::Encode)?;
-        let hash = hex::encode(Sha256::digest(json.as_bytes()));
-        let line = format!("{hash}\t{json}\n");
         let io = |source| AclError::Io {
             path: self.path.clone(),
             source,
         };
-        tail.file.write_all(line.as_bytes()).map_err(io)?;
-        tail.file.sync_data().map_err(io)?;
-        tail.seq += 1;
-        tail.head = hash.clone();
-        Ok(AuditRecord {
-            seq: body.seq,
-            ts_ms,
-            event: body.event,
-            hash,
-        })
+        let (record, mine) = {
+            let mut tail = self.tail.lock();
+            if self.sync.lock().failed {
+                return Err(AclError::Poisoned);
+            }
+            let body = Body {
+                seq: tail.seq,
+                ts_ms,
+                prev: tail.head.clone(),
+                event,
+            };
+            let json = serde_json::to_string(&body).map_err(AclError::Encode)?;
+            let hash = mac(self.key.as_ref(), &json);
+            let line = format!("{hash}\t{json}\n");
+            if let Err(e) = tail.file.write_all(line.as_bytes()) {
+                self.sync.lock().failed = true;
+                return Err(io(e));
+            }
+            tail.seq += 1;
+            tail.head = hash.clone();
+            self.written.store(tail.seq, Ordering::Release);
+            let record = AuditRecord {
+                seq: body.seq,
+                ts_ms,
+                event: body.event,
+                hash,
+            };
+            (record, tail.seq)
+        };
+        self.wait_synced(mine).map_err(io)?;
+        Ok(record)
     }
 
-    /// The hash of the last record written.
+    /// Waits until the first `count` records are on disk, syncing them itself if
+    /// no other caller is (the leader syncs everything written so far).
+    fn wait_synced(&self, count: u64) -> std::io::Result<()> {
+        let mut st = self.sync.lock();
+        loop {
+            if st.failed {
+                return Err(std::io::Error::other(
+                    "an earlier audit write or sync failed",
+                ));
+            }
+            if st.synced >= count {
+                return Ok(());
+            }
+            if st.syncing {
+                self.synced.wait(&mut st);
+                continue;
+            }
+            st.syncing = true;
+            let target = self.written.load(Ordering::Acquire);
+            drop(st);
+            let r = self.sync_file.sync_data();
+            st = self.sync.lock();
+            st.syncing = false;
+            match r {
+                Ok(()) => st.synced = st.synced.max(target),
+                Err(e) => {
+                    st.failed = true;
+                    self.synced.notify_all();
+                    return Err(e);
+                }
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    /// The MAC of the last record written.
     pub fn head(&self) -> String {
         self.tail.lock().head.clone()
     }
@@ -184,8 +391,47 @@ impl AuditLog {
     }
 }
 
-/// Reads and checks the whole log at `path`.
+impl rag_core::AuditSink for AuditLog {
+    fn record(&self, r: &rag_core::AnswerRecord) -> rag_core::Result<()> {
+        let outcome = match r.decision {
+            rag_core::AnswerDecision::Denied => Outcome::Denied,
+            _ => Outcome::Ok,
+        };
+        let action = match r.decision {
+            rag_core::AnswerDecision::Denied => AuditAction::AccessDenied,
+            _ => AuditAction::Answer,
+        };
+        let at_ms =
+            r.at.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+        let event = AuditEvent {
+            action,
+            tenant: Some(r.tenant.to_string()),
+            actor: Some(r.user.to_string()),
+            resources: r
+                .served
+                .iter()
+                .map(|c| format!("{}@{}#{}", c.doc_id, c.doc_version, c.chunk_id))
+                .collect(),
+            outcome,
+            question_sha256: Some(hex::encode(r.question_sha256)),
+            from_cache: Some(r.from_cache),
+            at_ms: Some(at_ms),
+        };
+        self.append(event)
+            .map(|_| ())
+            .map_err(|e| rag_core::Error::backend(rag_core::Stage::Audit, e))
+    }
+}
+
+/// Reads and checks the whole unkeyed log at `path`.
 pub fn verify(path: impl AsRef<Path>) -> Result<Verified> {
+    verify_with(path, None)
+}
+
+/// Reads and checks the whole log at `path`, chained under `key` if given.
+pub fn verify_with(path: impl AsRef<Path>, key: Option<&AuditKey>) -> Result<Verified> {
     let path = path.as_ref();
     let file = fs::File::open(path).map_err(|source| AclError::Io {
         path: path.to_path_buf(),
@@ -215,7 +461,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<Verified> {
         let (hash, json) = text
             .split_once('\t')
             .ok_or_else(|| bad("record has no hash"))?;
-        if hex::encode(Sha256::digest(json.as_bytes())) != hash {
+        if mac(key, json) != hash {
             return Err(bad("record content does not match its hash"));
         }
         let body: Body = serde_json::from_str(json).map_err(|_| bad("record is not valid"))?;
@@ -241,13 +487,13 @@ mod tests {
     use super::*;
 
     fn event(i: usize) -> AuditEvent {
-        AuditEvent {
-            action: AuditAction::Search,
-            tenant: Some("acme".into()),
-            actor: Some(format!("user{i}")),
-            resources: vec![format!("doc{i}")],
-            outcome: Outcome::Ok,
-        }
+        AuditEvent::new(
+            AuditAction::Search,
+            Some("acme".into()),
+            Some(format!("user{i}")),
+            vec![format!("doc{i}")],
+            Outcome::Ok,
+        )
     }
 
     fn write_log(n: usize) -> (tempfile::TempDir, PathBuf) {
@@ -333,6 +579,76 @@ mod tests {
         ));
     }
 
+    /// Hole 5: without a key anyone who can write the file rewrites a record and
+    /// recomputes the chain, and it verifies clean. With a key it does not.
+    #[test]
+    fn a_rewritten_and_rechained_log_verifies_only_without_a_key() {
+        let key = AuditKey::new(*b"0123456789abcdef0123456789abcdef").unwrap();
+        for keyed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.log");
+            let log = AuditLog::open_with(&path, keyed.then(|| key.clone())).unwrap();
+            for i in 0..4 {
+                log.append(event(i)).unwrap();
+            }
+            drop(log);
+            // The attacker's forgery: edit record 2, recompute every sha256 after it.
+            let mut prev = GENESIS.to_owned();
+            let mut forged = Vec::new();
+            for l in lines(&path) {
+                let (_, json) = l.split_once('\t').unwrap();
+                let mut body: Body = serde_json::from_str(json).unwrap();
+                body.prev = prev.clone();
+                if body.seq == 1 {
+                    body.event.resources = vec!["nothing-to-see".into()];
+                }
+                let json = serde_json::to_string(&body).unwrap();
+                let hash = hex::encode(Sha256::digest(json.as_bytes()));
+                forged.push(format!("{hash}\t{json}"));
+                prev = hash;
+            }
+            rewrite(&path, &forged);
+            let result = verify_with(&path, keyed.then_some(&key));
+            if keyed {
+                let err = result.unwrap_err();
+                assert!(matches!(err, AclError::Tampered { line: 1, .. }), "{err}");
+            } else {
+                assert!(
+                    result.is_ok(),
+                    "the unkeyed chain cannot catch a re-chained log"
+                );
+            }
+        }
+        assert!(matches!(
+            AuditKey::new(*b"short"),
+            Err(AclError::WeakKey { len: 5 })
+        ));
+    }
+
+    /// Hole 5: a torn last line (a crash or ENOSPC mid-append) made the log
+    /// unopenable forever (`Tampered { line: 2 }`). It is cut like a log tail.
+    #[test]
+    fn a_torn_last_record_is_cut_on_open_and_reported() {
+        let (_d, path) = write_log(3);
+        let head = verify(&path).unwrap().records[1].hash.clone();
+        let s = fs::read_to_string(&path).unwrap();
+        let cut = s.len() - 25;
+        fs::write(&path, &s[..cut]).unwrap();
+        assert!(
+            verify(&path).is_err(),
+            "verify still reports the torn record"
+        );
+        let log = AuditLog::open(&path).unwrap();
+        let r = log.recovery();
+        assert_eq!(r.records, 2);
+        assert!(r.torn_bytes > 0 && r.torn_bytes < s.len() as u64);
+        assert_eq!(log.head(), head);
+        log.append(event(9)).unwrap();
+        let v = verify(&path).unwrap();
+        assert_eq!(v.records.len(), 3);
+        assert_eq!(v.records[2].event, event(9));
+    }
+
     #[test]
     fn cut_tail_is_detected_against_a_kept_head() {
         let (_d, path) = write_log(5);
@@ -347,6 +663,10 @@ mod tests {
             verify(&path).unwrap_err(),
             AclError::Tampered { line: 4, .. }
         ));
+        // Reopening cuts the torn record; the kept head still tells two are gone.
+        let log = AuditLog::open(&path).unwrap();
+        assert_eq!(log.recovery().records, 3);
+        assert_ne!(log.head(), head);
     }
 
     #[test]

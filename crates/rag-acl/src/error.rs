@@ -30,6 +30,16 @@ pub enum AclError {
         #[source]
         source: std::io::Error,
     },
+    /// An audit key shorter than 16 bytes.
+    #[error("an audit key needs at least 16 bytes, got {len}")]
+    WeakKey {
+        /// Bytes given.
+        len: usize,
+    },
+    /// An earlier write or sync of the audit log failed; it refuses appends until
+    /// reopened.
+    #[error("the audit log refuses appends after a failed write; reopen it")]
+    Poisoned,
     /// A record could not be encoded.
     #[error("audit record encoding: {0}")]
     Encode(#[source] serde_json::Error),

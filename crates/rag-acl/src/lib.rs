@@ -13,7 +13,7 @@
 //! use rag_acl::{Directory, Registration};
 //! use rag_core::{Acl, Principal, TenantId};
 //!
-//! let dir = Directory::new(Registration::Open);
+//! let dir = Directory::new(Registration::TrustClaims);
 //! let acme = TenantId::new("acme");
 //! dir.nest_group(&acme, &"backend".into(), &"eng".into());
 //! let filter = dir.compile(&Principal::new("acme", "alice").with_group("backend"))?;
@@ -28,6 +28,9 @@ mod audit;
 mod directory;
 mod error;
 
-pub use audit::{AuditAction, AuditEvent, AuditLog, AuditRecord, Outcome, Verified, verify};
-pub use directory::{Directory, Registration};
+pub use audit::{
+    AuditAction, AuditEvent, AuditKey, AuditLog, AuditRecord, AuditRecovery, Outcome, Verified,
+    verify, verify_with,
+};
+pub use directory::{DEFAULT_CACHE_CAPACITY, Directory, Registration};
 pub use error::{AclError, Result};

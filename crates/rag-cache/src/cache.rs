@@ -43,7 +43,7 @@ struct Partition {
     scope: AccessFilter,
     model: ModelId,
     generator: String,
-    prompt_template: u64,
+    settings: u64,
 }
 
 #[derive(Debug)]
@@ -79,7 +79,7 @@ impl Inner {
                 self.partitions.remove(&e.partition);
             }
         }
-        for c in &e.answer.citations {
+        for c in e.answer.sources() {
             let key = DocKey::new(e.partition.scope.tenant().clone(), c.doc_id.clone());
             if let Some(set) = self.by_doc.get_mut(&key) {
                 set.remove(&id);
@@ -138,6 +138,7 @@ fn entry_bytes(answer: &Answer, dims: usize) -> usize {
     let citations: usize = answer
         .citations
         .iter()
+        .chain(&answer.provenance)
         .map(|c| std::mem::size_of::<Citation>() + c.doc_id.as_str().len())
         .sum();
     std::mem::size_of::<Entry>() + answer.text.len() + citations + dims * 4 + 64
@@ -195,7 +196,7 @@ impl SemanticCache {
             scope: key.scope.clone(),
             model: key.question.model(),
             generator: key.generator.to_owned(),
-            prompt_template: key.prompt_template,
+            settings: key.settings,
         }
     }
 
@@ -236,14 +237,14 @@ impl SemanticCache {
         Some((id, answer))
     }
 
-    /// Whether every citation is of the current version of its document, names one
-    /// of its current chunks, and is visible to `scope`.
+    /// Whether every source (provenance and citations) is of the current version
+    /// of its document, names one of its current chunks, and is visible to `scope`.
     fn still_valid(
         answer: &Answer,
         scope: &AccessFilter,
         index: &dyn VectorIndex,
     ) -> rag_core::Result<bool> {
-        for c in &answer.citations {
+        for c in answer.sources() {
             let key = DocKey::new(scope.tenant().clone(), c.doc_id.clone());
             let Some(info) = index.document(&key)? else {
                 return Ok(false);
@@ -272,7 +273,7 @@ impl AnswerCache for SemanticCache {
         if !Self::still_valid(&answer, key.scope, index)? {
             self.inner.lock().remove(id);
             self.counters.stale.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("cached answer refused: a cited chunk changed or is hidden");
+            tracing::debug!("cached answer refused: a chunk it was made from changed or is hidden");
             return Ok(self.miss());
         }
         self.counters.hits.fetch_add(1, Ordering::Relaxed);
@@ -280,7 +281,8 @@ impl AnswerCache for SemanticCache {
     }
 
     fn store(&self, key: &CacheKey<'_>, answer: &Answer) -> rag_core::Result<()> {
-        if answer.citations.is_empty() {
+        // An answer with no recorded sources cannot be re-checked: not cached.
+        if answer.sources().next().is_none() {
             return Ok(());
         }
         let question = key.question.normalized();
@@ -318,7 +320,7 @@ impl AnswerCache for SemanticCache {
         inner.next_id += 1;
         inner.tick += 1;
         let (id, tick) = (inner.next_id, inner.tick);
-        for c in &answer.citations {
+        for c in answer.sources() {
             inner
                 .by_doc
                 .entry(DocKey::new(key.scope.tenant().clone(), c.doc_id.clone()))

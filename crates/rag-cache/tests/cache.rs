@@ -90,6 +90,7 @@ fn upsert(index: &FlatIndex, e: &HashEmbedder, id: &str, version: u64, acl: Opti
 fn citing(index: &FlatIndex, ids: &[&str]) -> Answer {
     Answer {
         text: format!("an answer from {ids:?}"),
+        provenance: vec![],
         citations: ids
             .iter()
             .map(|id| {
@@ -111,7 +112,7 @@ fn key<'a>(q: &'a Embedding, scope: &'a AccessFilter) -> CacheKey<'a> {
         question: q,
         scope,
         generator: "gen",
-        prompt_template: 1,
+        settings: 1,
     }
 }
 
@@ -156,7 +157,7 @@ fn hits_need_the_same_scope_model_generator_and_template() {
     k.generator = "other";
     assert!(cache.lookup(&k, &index).unwrap().is_none());
     let mut k = key(&q, &scope);
-    k.prompt_template = 2;
+    k.settings = 2;
     assert!(cache.lookup(&k, &index).unwrap().is_none());
     let other_model = HashEmbedder::new(31).unwrap();
     let q2 = other_model
@@ -234,6 +235,7 @@ fn changed_hidden_or_invalidated_citations_are_never_served() {
             &Answer {
                 text: "nothing found".into(),
                 citations: vec![],
+                provenance: vec![],
             },
         )
         .unwrap();
@@ -421,6 +423,7 @@ proptest! {
                     chunk_id: h.chunk_id,
                     span: h.span,
                 }).collect(),
+                provenance: vec![],
             };
             cache.store(&key(&q, f), &answer).unwrap();
         }

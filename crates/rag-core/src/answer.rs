@@ -23,6 +23,21 @@ pub struct Answer {
     pub text: String,
     /// What it cites.
     pub citations: Vec<Citation>,
+    /// Every passage the answer was made from: all that reached the generator's
+    /// prompt (or the extractive answer), cited or not. A superset of `citations`;
+    /// the answer cache re-checks and invalidates an entry on all of them.
+    pub provenance: Vec<Citation>,
+}
+
+impl Answer {
+    /// Every passage the answer depends on: its provenance and its citations.
+    pub fn sources(&self) -> impl Iterator<Item = &Citation> {
+        self.provenance.iter().chain(
+            self.citations
+                .iter()
+                .filter(|c| !self.provenance.contains(c)),
+        )
+    }
 }
 
 /// Who speaks in a chat message.

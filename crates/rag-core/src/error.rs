@@ -146,6 +146,23 @@ pub enum InvalidInput {
         /// How.
         detail: String,
     },
+    /// A permission tag's name is empty, whitespace only, holds a control
+    /// character, or is longer than [`MAX_TAG_BYTES`](crate::MAX_TAG_BYTES).
+    #[error("permission tag {tag:?} is invalid: {reason}")]
+    InvalidTag {
+        /// The tag as written (`u:`, `g:` or `r:` and its name), cut to 64 bytes.
+        tag: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An ACL lists more tags than [`MAX_ACL_TAGS`](crate::MAX_ACL_TAGS).
+    #[error("the ACL lists {actual} tags; at most {max} are allowed")]
+    TooManyTags {
+        /// Allow and deny tags listed.
+        actual: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A write names one tenant and carries an ACL of another.
     #[error("the ACL's tenant {acl} differs from the write's tenant {key}")]
     TenantMismatch {
@@ -231,6 +248,20 @@ impl Error {
     pub fn unknown_document(doc_id: &DocId) -> Self {
         Error::NotFound {
             what: format!("document {doc_id}"),
+        }
+    }
+
+    /// What kind of failure this is and where, without any of its text (a backend's
+    /// message can quote a prompt, and with it document text): safe for logs above
+    /// debug, health reasons and metric labels.
+    pub fn summary(&self) -> String {
+        match self {
+            Error::InvalidInput(_) => "invalid input".to_owned(),
+            Error::NotFound { .. } => "not found".to_owned(),
+            Error::Denied { .. } => "access denied".to_owned(),
+            Error::Unsupported { feature } => format!("unsupported: {feature}"),
+            Error::Transient { stage, .. } => format!("transient failure in {stage}"),
+            Error::Backend { stage, .. } => format!("{stage} backend failed"),
         }
     }
 

@@ -24,6 +24,7 @@
 
 mod access;
 mod answer;
+mod audit;
 mod chunking;
 mod document;
 mod embedding;
@@ -42,6 +43,7 @@ pub use answer::{
     Answer, ChatMessage, Citation, FinishReason, Generation, GenerationRequest, Role,
     SamplingParams, TokenControl,
 };
+pub use audit::{AnswerDecision, AnswerRecord, AuditFailure, AuditSink};
 pub use chunking::{EmbedderTokens, MarkdownChunker, RecursiveChunker, TokenCounter, WordCounter};
 pub use document::{AttrValue, Chunk, ContentHash, Document, Metadata, Span};
 pub use embedding::{Embedding, ModelFingerprint, ModelId};
@@ -53,4 +55,7 @@ pub use traits::{
     AccessResolver, AnswerCache, CacheKey, Chunker, Device, DocumentInfo, Embedder, Generator,
     IndexStats, VectorIndex,
 };
-pub use write::{DeletePredicate, DocumentUpdate, EmbeddedChunk, WriteOp, WriteReport, check_key};
+pub use write::{
+    DeletePredicate, DocumentUpdate, EmbeddedChunk, MAX_ACL_TAGS, MAX_TAG_BYTES, WriteOp,
+    WriteReport, check_key,
+};

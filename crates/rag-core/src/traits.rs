@@ -176,17 +176,20 @@ pub struct CacheKey<'a> {
     pub scope: &'a AccessFilter,
     /// The generator's name.
     pub generator: &'a str,
-    /// A fingerprint of the prompt template.
-    pub prompt_template: u64,
+    /// A fingerprint of everything else that shapes the answer: the prompt
+    /// template, retrieval mode, fusion, `top_k` and generation settings.
+    pub settings: u64,
 }
 
 /// A semantic answer cache, scoped by access and invalidated by document changes.
 pub trait AnswerCache: Send + Sync {
     /// A cached answer for a close enough question with the same scope, model and
-    /// prompt, whose citations `index` confirms are current and visible.
+    /// settings, every one of whose sources (its provenance and citations) `index`
+    /// confirms is current and visible.
     fn lookup(&self, key: &CacheKey<'_>, index: &dyn VectorIndex) -> Result<Option<Answer>>;
     /// Stores an answer.
     fn store(&self, key: &CacheKey<'_>, answer: &Answer) -> Result<()>;
-    /// Drops every entry citing one of `docs`; returns how many were dropped.
+    /// Drops every entry made from one of `docs` (cited or not); returns how many
+    /// were dropped.
     fn invalidate(&self, docs: &BTreeSet<DocKey>) -> Result<usize>;
 }

@@ -46,8 +46,44 @@ impl DocumentUpdate {
     }
 }
 
+/// The longest permission tag name accepted on write, in bytes.
+pub const MAX_TAG_BYTES: usize = 256;
+/// The most allow and deny tags one ACL may list.
+pub const MAX_ACL_TAGS: usize = 1024;
+
+/// Checks one tag's name: what a write accepts must parse back from a snapshot, and
+/// must not be able to forge lines in logs.
+fn check_tag(tag: &crate::access::PermissionTag) -> Result<(), crate::error::InvalidInput> {
+    use crate::access::PermissionTag;
+    let name = match tag {
+        PermissionTag::User(u) => u.as_str(),
+        PermissionTag::Group(g) => g.as_str(),
+        PermissionTag::Role(r) => r.as_str(),
+    };
+    let reason = if name.trim().is_empty() {
+        "the name is empty or whitespace only"
+    } else if name.chars().any(char::is_control) {
+        "the name holds a control character"
+    } else if name.len() > MAX_TAG_BYTES {
+        "the name is longer than 256 bytes"
+    } else {
+        return Ok(());
+    };
+    let mut shown = tag.to_string();
+    if shown.len() > 64 {
+        let mut end = 64;
+        while !shown.is_char_boundary(end) {
+            end -= 1;
+        }
+        shown.truncate(end);
+    }
+    Err(crate::error::InvalidInput::InvalidTag { tag: shown, reason })
+}
+
 /// Checks a write's key against its ACL: the document id and the tenant must be
-/// non-empty, and an ACL must be of the write's tenant.
+/// non-empty, an ACL must be of the write's tenant, list at most
+/// [`MAX_ACL_TAGS`] tags, and each tag's name must be non-blank, free of control
+/// characters and at most [`MAX_TAG_BYTES`] long.
 pub fn check_key(
     tenant: &TenantId,
     doc_id: &DocId,
@@ -60,13 +96,23 @@ pub fn check_key(
     if tenant.is_empty() {
         return Err(InvalidInput::EmptyId { what: "tenant" });
     }
-    match acl {
-        Some(a) if &a.tenant != tenant => Err(InvalidInput::TenantMismatch {
+    let Some(a) = acl else {
+        return Ok(());
+    };
+    if &a.tenant != tenant {
+        return Err(InvalidInput::TenantMismatch {
             key: tenant.clone(),
             acl: a.tenant.clone(),
-        }),
-        _ => Ok(()),
+        });
     }
+    let listed = a.allow.len() + a.deny.len();
+    if listed > MAX_ACL_TAGS {
+        return Err(InvalidInput::TooManyTags {
+            actual: listed,
+            max: MAX_ACL_TAGS,
+        });
+    }
+    a.allow.iter().chain(&a.deny).try_for_each(check_tag)
 }
 
 /// Which documents of one tenant a [`WriteOp::DeleteWhere`] or

@@ -49,8 +49,7 @@ impl AnswerCache for MapCache {
         let mut e = self.entries.lock().unwrap();
         let before = e.len();
         e.retain(|(_, s, a)| {
-            !a.citations
-                .iter()
+            !a.sources()
                 .any(|c| docs.contains(&DocKey::new(s.tenant().clone(), c.doc_id.clone())))
         });
         Ok(before - e.len())
@@ -357,7 +356,7 @@ fn bad_input_is_typed_and_loses_nothing() {
         Err(Error::NotFound { .. })
     ));
     // Nothing accepted before was lost.
-    assert_eq!(s.pipeline.index().stats().documents, 4);
+    assert_eq!(s.pipeline.admin_index().stats().documents, 4);
 
     let truncating = setup(
         PipelineConfig {
@@ -432,7 +431,7 @@ fn a_50_mb_document_is_chunked_and_stored() {
     assert_eq!(r.upserted, 1);
     assert!(r.chunks > 30_000, "{} chunks", r.chunks);
     let info = pipeline
-        .index()
+        .admin_index()
         .document(&DocKey::new("acme", "big"))
         .unwrap()
         .unwrap();
@@ -520,7 +519,7 @@ fn erase_drops_the_document_and_the_cached_answers_citing_it() {
     let key = DocKey::new("acme", "expenses");
     s.pipeline.erase(&key).unwrap();
     assert!(s.cache.invalidated.lock().unwrap().contains(&key));
-    assert!(s.pipeline.index().document(&key).unwrap().is_none());
+    assert!(s.pipeline.admin_index().document(&key).unwrap().is_none());
     let after = s.pipeline.query(&ann, q, &QueryOptions::default()).unwrap();
     assert!(!after.from_cache);
     assert!(
@@ -539,4 +538,153 @@ fn erase_drops_the_document_and_the_cached_answers_citing_it() {
         s.pipeline.erase(&DocKey::new("globex", "expenses")),
         Err(Error::NotFound { .. })
     ));
+}
+
+/// Hole 7: the pipeline's public read path handed out the unfiltered index, whose
+/// `document` returns any document's ACL, title and attributes. Reads for a
+/// principal filter; another tenant's document and a hidden one look missing.
+#[test]
+fn document_reads_are_filtered_for_the_principal() {
+    let s = setup(PipelineConfig::default(), None);
+    s.pipeline.ingest(corpus()).unwrap();
+    let staff = Principal::new("acme", "sam").with_group("staff");
+    let hr = Principal::new("acme", "hana").with_group("hr");
+    let globex = Principal::new("globex", "gus").with_group("staff");
+    let read = |p: &Principal, id: &str| s.pipeline.document(p, &DocId::new(id)).unwrap();
+    assert!(read(&staff, "expenses").is_some());
+    assert!(
+        read(&staff, "salaries").is_none(),
+        "a hidden document's metadata leaked"
+    );
+    assert!(read(&hr, "salaries").is_some());
+    assert!(
+        read(&globex, "expenses").is_none(),
+        "another tenant's document leaked"
+    );
+    assert!(read(&globex, "globex-expenses").is_some());
+    assert!(
+        read(&staff, "orphan").is_none(),
+        "a document without an ACL is nobody's"
+    );
+    assert!(read(&staff, "missing").is_none());
+}
+
+/// A generator whose errors quote the prompt (as an HTTP client's might), with a
+/// marker string to look for.
+struct QuotingGenerator;
+
+const MARKER: &str = "MARKER-7f3a";
+
+impl rag_core::Generator for QuotingGenerator {
+    fn name(&self) -> &str {
+        "quoting"
+    }
+    fn context_window(&self) -> usize {
+        2048
+    }
+    fn count_tokens(&self, text: &str) -> rag_core::Result<usize> {
+        if text == "health probe" {
+            return Err(Error::backend(
+                rag_core::Stage::Generate,
+                format!("{MARKER}: tokenizer service said no"),
+            ));
+        }
+        Ok(text.split_whitespace().count())
+    }
+    fn generate(
+        &self,
+        request: &rag_core::GenerationRequest,
+        _: &mut dyn FnMut(&str) -> rag_core::TokenControl,
+    ) -> rag_core::Result<rag_core::Generation> {
+        let prompt: String = request
+            .messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect();
+        Err(Error::backend(
+            rag_core::Stage::Generate,
+            format!("{MARKER}: upstream 500 for prompt {prompt:?}"),
+        ))
+    }
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hole 8: a backend's error text (which can quote the prompt, and so document
+/// text) was logged at WARN and copied into health reasons. Above debug, in health
+/// and in metric labels, only the kind of failure appears.
+#[test]
+fn backend_error_text_stays_out_of_logs_health_and_metrics() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let (answer, health) = tracing::subscriber::with_default(subscriber, || {
+        metrics::with_local_recorder(&recorder, || {
+            let embedder = Arc::new(HashEmbedder::new(64).unwrap());
+            let pipeline = Pipeline::builder()
+                .chunker(Arc::new(
+                    RecursiveChunker::new(32, 4, Arc::new(WordCounter)).unwrap(),
+                ))
+                .index(Arc::new(FlatIndex::new(embedder.fingerprint().clone())))
+                .embedder(embedder)
+                .generator(Arc::new(QuotingGenerator))
+                .access(Arc::new(OpenResolver))
+                .build()
+                .unwrap();
+            pipeline.ingest(corpus()).unwrap();
+            let hana = Principal::new("acme", "hana").with_group("hr");
+            let a = pipeline
+                .query(
+                    &hana,
+                    "When are salaries reviewed?",
+                    &QueryOptions::default(),
+                )
+                .unwrap();
+            (a, pipeline.health())
+        })
+    });
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("answering extractively"),
+        "the test saw no logs: {logs}"
+    );
+    assert!(
+        !logs.contains(MARKER),
+        "backend text logged above debug: {logs}"
+    );
+    assert!(
+        !logs.contains("human resources"),
+        "document text logged: {logs}"
+    );
+    for r in &health.reasons {
+        assert!(!r.contains(MARKER), "backend text in health: {r}");
+    }
+    assert!(health.reasons.iter().any(|r| r.contains("generator fails")));
+    for d in &answer.degradations {
+        if let Degradation::Extractive { reason } = d {
+            assert!(!reason.contains(MARKER), "{reason}");
+        }
+    }
+    for (key, _, _, _) in snapshotter.snapshot().into_vec() {
+        for l in key.key().labels() {
+            assert!(!l.value().contains(MARKER), "metric label {l:?}");
+        }
+    }
 }

@@ -39,6 +39,65 @@ pub struct IndexConfig {
     /// Whether the index keeps a BM25 (tantivy) index of the chunks' text for lexical
     /// and hybrid search.
     pub lexical: bool,
+    /// With a key, snapshots (and the durable store's checkpoints) are signed with
+    /// HMAC-SHA256 over their manifest, and restoring requires a valid signature.
+    /// Without one, their sha256 checksums catch damage but not an attacker who
+    /// can write the directory and recompute them.
+    pub snapshot_key: Option<SnapshotKey>,
+}
+
+/// A secret key that signs snapshot manifests (at least 16 bytes). Its `Debug`
+/// does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SnapshotKey(Vec<u8>);
+
+impl SnapshotKey {
+    /// A key from secret bytes; fewer than 16 is an invalid configuration.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, InvalidInput> {
+        let bytes = bytes.into();
+        if bytes.len() < 16 {
+            return Err(InvalidInput::Config {
+                reason: format!(
+                    "a snapshot key needs at least 16 bytes, got {}",
+                    bytes.len()
+                ),
+            });
+        }
+        Ok(Self(bytes))
+    }
+
+    /// The HMAC-SHA256 of `bytes`, hex.
+    pub(crate) fn sign(&self, bytes: &[u8]) -> String {
+        use hmac::Mac;
+        match hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0) {
+            Ok(mut m) => {
+                m.update(bytes);
+                hex::encode(m.finalize().into_bytes())
+            }
+            // Any key length is valid for HMAC; a signature that never verifies is
+            // the fail-closed answer.
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Whether `signature` (hex) is the HMAC-SHA256 of `bytes`, compared in
+    /// constant time.
+    pub(crate) fn verifies(&self, bytes: &[u8], signature: &str) -> bool {
+        use hmac::Mac;
+        let Ok(sig) = hex::decode(signature.trim()) else {
+            return false;
+        };
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0).is_ok_and(|mut m| {
+            m.update(bytes);
+            m.verify_slice(&sig).is_ok()
+        })
+    }
+}
+
+impl std::fmt::Debug for SnapshotKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotKey(..)")
+    }
 }
 
 impl Default for IndexConfig {
@@ -57,6 +116,7 @@ impl Default for IndexConfig {
             filter_cache_entries: 256,
             repack_min: 10_000,
             lexical: true,
+            snapshot_key: None,
         }
     }
 }
@@ -141,6 +201,8 @@ setters! {
     repack_min: usize,
     /// Sets [`IndexConfig::lexical`].
     lexical: bool,
+    /// Sets [`IndexConfig::snapshot_key`].
+    snapshot_key: Option<SnapshotKey>,
 }
 
 impl IndexConfigBuilder {

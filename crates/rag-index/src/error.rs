@@ -67,6 +67,19 @@ impl IndexError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SnapshotError {
+    /// A snapshot key is configured and the snapshot has no signature.
+    #[error("snapshot at {path} is not signed, and a snapshot key is configured")]
+    Unsigned {
+        /// The snapshot directory.
+        path: PathBuf,
+    },
+    /// The manifest's signature does not verify under the configured key: the
+    /// manifest (and so any file it lists) was altered, or another key signed it.
+    #[error("snapshot manifest at {path} does not match its signature")]
+    BadSignature {
+        /// The snapshot directory.
+        path: PathBuf,
+    },
     /// The directory has no manifest.
     #[error("snapshot manifest missing at {path}")]
     MissingManifest {

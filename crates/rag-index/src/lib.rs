@@ -88,11 +88,11 @@ pub mod store;
 mod vectors;
 mod write;
 
-pub use config::{IndexConfig, IndexConfigBuilder};
+pub use config::{IndexConfig, IndexConfigBuilder, SnapshotKey};
 pub use error::{IndexError, Result, SnapshotError, StoreError};
 pub use index::{HnswIndex, MemoryUsage};
 pub use kernels::dot;
 pub use search::SearchMode;
-pub use snapshot::{FileEntry, Manifest, SNAPSHOT_FORMAT_VERSION, SnapshotReport};
+pub use snapshot::{FileEntry, Manifest, SIGNATURE_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotReport};
 pub use store::{CheckpointReport, Durability, DurableIndex, RecoveryReport, StoreOptions};
 pub use write::{Commit, CommitLog};

@@ -65,8 +65,13 @@ impl GeneratorConfig {
 /// How messages become a prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Template {
-    /// `<|im_start|>role\ncontent<|im_end|>\n`, then `<|im_start|>assistant\n`.
-    ChatMl { default_system: Option<String> },
+    /// `<|im_start|>role\ncontent<|im_end|>\n`, then `<|im_start|>assistant\n`; the
+    /// two markers are spliced in by id, never tokenized from text.
+    ChatMl {
+        default_system: Option<String>,
+        im_start: u32,
+        im_end: u32,
+    },
     /// Messages joined by blank lines, for models without a chat format.
     Plain,
 }
@@ -169,18 +174,24 @@ impl OnnxGenerator {
             })?,
             Err(_) => serde_json::Value::Null,
         };
-        let tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(InferError::tokenizer)?;
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(InferError::tokenizer)?;
+        // Text is always text: a `<|im_start|>` inside a document or a question
+        // is encoded as the characters it is made of, never as the control token.
+        tokenizer.set_encode_special_tokens(true);
         let sessions = (0..config.sessions.max(1))
             .map(|_| build_session(&model, &config.session))
             .collect::<Result<Vec<_>>>()?;
         let interface = interface(&sessions[0], &model)?;
-        let chatml = tokenizer.token_to_id("<|im_start|>").is_some();
-        let template = if chatml {
-            Template::ChatMl {
+        let template = match (
+            tokenizer.token_to_id("<|im_start|>"),
+            tokenizer.token_to_id("<|im_end|>"),
+        ) {
+            (Some(im_start), Some(im_end)) => Template::ChatMl {
                 default_system: extra["default_system"].as_str().map(str::to_owned),
-            }
-        } else {
-            Template::Plain
+                im_start,
+                im_end,
+            },
+            _ => Template::Plain,
         };
         let mut stop_ids: Vec<u32> = ["<|im_end|>", "<|endoftext|>", "</s>"]
             .iter()
@@ -213,10 +224,12 @@ impl OnnxGenerator {
         })
     }
 
-    /// The prompt text for a chat.
+    /// The prompt for a chat as text, for display. Generation uses
+    /// [`prompt_ids`](Self::prompt_ids), which differs from encoding this text: there
+    /// the template's control tokens come only from the template.
     pub fn render(&self, messages: &[ChatMessage]) -> String {
         match &self.template {
-            Template::ChatMl { default_system } => {
+            Template::ChatMl { default_system, .. } => {
                 let mut s = String::new();
                 if messages.first().is_none_or(|m| m.role != Role::System)
                     && let Some(sys) = default_system
@@ -242,7 +255,60 @@ impl OnnxGenerator {
         }
     }
 
-    /// Token ids of a text (special tokens in it are recognised).
+    /// The prompt's token ids: the chat template's control tokens spliced in by id,
+    /// every message's content (and any default system prompt) encoded as plain
+    /// text, so no content can open, close or forge a turn.
+    pub fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        match &self.template {
+            Template::ChatMl {
+                default_system,
+                im_start,
+                im_end,
+            } => {
+                let mut ids = Vec::new();
+                let mut turn = |role: &str, content: &str| -> Result<()> {
+                    ids.push(*im_start);
+                    ids.extend(self.encode(&format!("{role}\n{content}"))?);
+                    ids.push(*im_end);
+                    ids.extend(self.encode("\n")?);
+                    Ok(())
+                };
+                if messages.first().is_none_or(|m| m.role != Role::System)
+                    && let Some(sys) = default_system
+                {
+                    turn("system", sys)?;
+                }
+                for m in messages {
+                    let role = match m.role {
+                        Role::System => "system",
+                        Role::User => "user",
+                        Role::Assistant => "assistant",
+                    };
+                    turn(role, &m.content)?;
+                }
+                ids.push(*im_start);
+                ids.extend(self.encode("assistant\n")?);
+                Ok(ids)
+            }
+            Template::Plain => self.encode(&self.render(messages)),
+        }
+    }
+
+    /// The id of a token of the vocabulary (a control token such as `<|im_end|>`).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+
+    /// Whether `id` is a special (control) token of the tokenizer.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.tokenizer
+            .get_added_tokens_decoder()
+            .get(&id)
+            .is_some_and(|t| t.special)
+    }
+
+    /// Token ids of a text, as plain text: special tokens written in it are
+    /// encoded as their characters.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self
             .tokenizer
@@ -340,10 +406,15 @@ impl OnnxGenerator {
         Ok(self.context_window - prompt)
     }
 
-    /// Greedy token ids for a raw prompt, with the KV cache or by recomputing the whole
+    /// Greedy token ids for a chat, with the KV cache or by recomputing the whole
     /// sequence at every step (a check of the cache path).
-    pub fn greedy_ids(&self, prompt: &str, max_new: usize, use_cache: bool) -> Result<Vec<u32>> {
-        let ids = self.encode(prompt)?;
+    pub fn greedy_ids(
+        &self,
+        messages: &[ChatMessage],
+        max_new: usize,
+        use_cache: bool,
+    ) -> Result<Vec<u32>> {
+        let ids = self.prompt_ids(messages)?;
         let room = self.check_window(ids.len())?;
         self.pool.with(|session| {
             let mut out = Vec::new();
@@ -373,8 +444,7 @@ impl OnnxGenerator {
         on_token: &mut dyn FnMut(&str) -> TokenControl,
     ) -> Result<Generation> {
         let p = &request.params;
-        let prompt = self.render(&request.messages);
-        let ids = self.encode(&prompt)?;
+        let ids = self.prompt_ids(&request.messages)?;
         let room = self.check_window(ids.len())?;
         let max_new = p.max_new_tokens.min(room);
         let stops: Vec<String> = p.stop.iter().filter(|s| !s.is_empty()).cloned().collect();

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::audit::AuditFailure;
 use crate::error::InvalidInput;
 use crate::retrieval::{Fusion, RetrievalMode};
 
@@ -42,6 +43,9 @@ pub struct PipelineConfig {
     pub embed_batch: usize,
     /// Documents per index upsert during ingestion.
     pub upsert_batch: usize,
+    /// What a query does when its audit record cannot be written (with an
+    /// audit sink configured): refuse the answer by default.
+    pub audit_failure: AuditFailure,
 }
 
 impl Default for PipelineConfig {
@@ -62,6 +66,7 @@ impl Default for PipelineConfig {
             shrink_retrieval_after: 0.5,
             embed_batch: 64,
             upsert_batch: 64,
+            audit_failure: AuditFailure::Refuse,
         }
     }
 }

@@ -19,7 +19,8 @@ pub enum HealthStatus {
 pub struct Health {
     /// Overall state.
     pub status: HealthStatus,
-    /// Why it is not healthy; empty when it is.
+    /// Why it is not healthy; empty when it is. Kinds of failure only: never a
+    /// backend's message, which may quote prompt or document text.
     pub reasons: Vec<String>,
     /// Where the embedder runs.
     pub embedder_device: Device,
@@ -39,7 +40,8 @@ impl Pipeline {
         let mut unhealthy = Vec::new();
         let mut degraded = Vec::new();
         if let Err(e) = self.embedder.embed(&["health probe"]) {
-            unhealthy.push(format!("embedder fails: {e}"));
+            tracing::debug!(error = %e, "health probe: the embedder failed");
+            unhealthy.push(format!("embedder fails ({})", e.summary()));
         }
         let index = self.index.stats();
         if index.chunks == 0 {
@@ -49,7 +51,11 @@ impl Pipeline {
             None => degraded.push("no generator: answers are extractive".to_owned()),
             Some(g) => {
                 if let Err(e) = g.count_tokens("health probe") {
-                    degraded.push(format!("generator fails: {e}; answers are extractive"));
+                    tracing::debug!(error = %e, "health probe: the generator failed");
+                    degraded.push(format!(
+                        "generator fails ({}); answers are extractive",
+                        e.summary()
+                    ));
                 }
             }
         }

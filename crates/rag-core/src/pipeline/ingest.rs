@@ -212,17 +212,23 @@ impl Pipeline {
         let t = Instant::now();
         let written = self.index.upsert(updates);
         observe::stage("index", written.is_ok(), t.elapsed());
+        // A write that fails may have published some of its documents (the log sync
+        // failing after the graph changed): drop what the cache made from them
+        // either way.
+        let invalidated = self.invalidate(&ids);
         let written = written?;
         report.upserted += written.documents_upserted;
         report.unchanged += written.documents_unchanged;
-        report.cache_invalidated += self.invalidate(&ids)?;
+        report.cache_invalidated += invalidated?;
         Ok(())
     }
 
     /// Removes a document from the index and drops cache entries citing it.
     pub fn delete(&self, key: &DocKey) -> Result<()> {
-        self.index.delete(key)?;
+        let done = self.index.delete(key);
+        // Invalidated even when the write failed: it may have been published.
         self.invalidate(&BTreeSet::from([key.clone()]))?;
+        done?;
         metrics::gauge!(observe::INDEX_CHUNKS).set(self.index.stats().chunks as f64);
         Ok(())
     }
@@ -230,8 +236,10 @@ impl Pipeline {
     /// Erases a document: removed from the index and the cache, with every copy of
     /// its text and embedding purged before this returns.
     pub fn erase(&self, key: &DocKey) -> Result<()> {
-        self.index.erase(key)?;
+        let done = self.index.erase(key);
+        // Invalidated even when the write failed: it may have been published.
         self.invalidate(&BTreeSet::from([key.clone()]))?;
+        done?;
         metrics::gauge!(observe::INDEX_CHUNKS).set(self.index.stats().chunks as f64);
         Ok(())
     }

@@ -56,6 +56,7 @@ pub use health::{Health, HealthStatus};
 pub use ingest::{IngestReport, content_hash};
 pub use query::{Degradation, QueryAnswer, QueryOptions, StageTiming};
 
+use crate::audit::AuditSink;
 use crate::error::{InvalidInput, Result};
 use crate::traits::{AccessResolver, AnswerCache, Chunker, Embedder, Generator, VectorIndex};
 
@@ -67,6 +68,7 @@ pub struct Pipeline {
     generator: Option<Arc<dyn Generator>>,
     cache: Option<Arc<dyn AnswerCache>>,
     access: Arc<dyn AccessResolver>,
+    audit: Option<Arc<dyn AuditSink>>,
     config: PipelineConfig,
     prompt_fingerprint: u64,
     cache_hits: AtomicU64,
@@ -82,6 +84,7 @@ impl std::fmt::Debug for Pipeline {
                 &self.generator.as_ref().map(|g| g.name().to_owned()),
             )
             .field("cache", &self.cache.is_some())
+            .field("audit", &self.audit.is_some())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -96,6 +99,7 @@ pub struct PipelineBuilder {
     generator: Option<Arc<dyn Generator>>,
     cache: Option<Arc<dyn AnswerCache>>,
     access: Option<Arc<dyn AccessResolver>>,
+    audit: Option<Arc<dyn AuditSink>>,
     config: PipelineConfig,
 }
 
@@ -134,6 +138,12 @@ impl PipelineBuilder {
     /// The access resolver (required).
     pub fn access(mut self, access: Arc<dyn AccessResolver>) -> Self {
         self.access = Some(access);
+        self
+    }
+    /// The audit sink: every answer is recorded in it before it is returned
+    /// (optional; see [`PipelineConfig::audit_failure`]).
+    pub fn audit(mut self, audit: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(audit);
         self
     }
     /// The settings.
@@ -192,6 +202,7 @@ impl PipelineBuilder {
             generator: self.generator,
             cache: self.cache,
             access,
+            audit: self.audit,
             config: self.config,
             prompt_fingerprint,
             cache_hits: AtomicU64::new(0),
@@ -211,9 +222,29 @@ impl Pipeline {
         &self.config
     }
 
-    /// The index.
-    pub fn index(&self) -> &Arc<dyn VectorIndex> {
+    /// The administrative handle: the index itself, whose reads
+    /// ([`VectorIndex::document`], [`VectorIndex::stats`]) take no access filter
+    /// and return any tenant's documents, ACLs and metadata. For operators and
+    /// tooling; never reachable from code acting for a principal, which reads
+    /// through [`document`](Self::document) and [`query`](Self::query).
+    pub fn admin_index(&self) -> &Arc<dyn VectorIndex> {
         &self.index
+    }
+
+    /// A document's metadata as `principal` may see it: `None` when it does not
+    /// exist, is of another tenant, or is not visible to the principal (the three
+    /// are indistinguishable).
+    pub fn document(
+        &self,
+        principal: &crate::access::Principal,
+        doc_id: &crate::ids::DocId,
+    ) -> Result<Option<crate::traits::DocumentInfo>> {
+        let filter = self.access.resolve(principal)?;
+        let key = crate::ids::DocKey::new(filter.tenant().clone(), doc_id.clone());
+        Ok(self
+            .index
+            .document(&key)?
+            .filter(|info| filter.permits(info.acl.as_ref())))
     }
 
     /// The embedder.

@@ -18,6 +18,10 @@ pub const INDEX_DOCUMENTS: &str = "rag_index_documents";
 /// `rag_degradations_total{step}`: degradation steps taken.
 pub const DEGRADATIONS: &str = "rag_degradations_total";
 
+/// `rag_audit_failures_total`: answers returned although their audit record
+/// could not be written (only with [`AuditFailure::Answer`](crate::AuditFailure)).
+pub const AUDIT_FAILURES: &str = "rag_audit_failures_total";
+
 /// Records one stage's outcome and duration.
 pub(crate) fn stage(stage: &'static str, ok: bool, took: Duration) {
     let status = if ok { "ok" } else { "error" };

@@ -60,6 +60,11 @@ pub(crate) fn build(
     })
 }
 
+/// Every chunk that reached the prompt.
+pub(crate) fn provenance(used: &[Hit]) -> Vec<Citation> {
+    used.iter().map(citation).collect()
+}
+
 fn citation(hit: &Hit) -> Citation {
     Citation {
         doc_id: hit.doc_id.clone(),
@@ -98,9 +103,11 @@ pub(crate) fn extractive(hits: &[Hit], count: usize) -> Answer {
         let more = if cut < quote.len() { "…" } else { "" };
         text.push_str(&format!("[{}] {}{more}\n", i + 1, &quote[..cut]));
     }
+    let citations: Vec<Citation> = top.into_iter().map(citation).collect();
     Answer {
         text,
-        citations: top.into_iter().map(citation).collect(),
+        provenance: citations.clone(),
+        citations,
     }
 }
 
@@ -109,5 +116,6 @@ pub(crate) fn nothing_found() -> Answer {
     Answer {
         text: "No documents you have access to match this question.".into(),
         citations: Vec::new(),
+        provenance: Vec::new(),
     }
 }

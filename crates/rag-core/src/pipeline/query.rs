@@ -2,12 +2,13 @@
 //! context assembly, generation under a latency budget, cache store.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{Pipeline, QuestionPolicy, observe, prompt};
 use crate::access::{AccessFilter, Principal};
 use crate::answer::{Answer, GenerationRequest, SamplingParams, TokenControl};
-use crate::error::{InvalidInput, Result};
+use crate::audit::{AnswerDecision, AnswerRecord, AuditFailure};
+use crate::error::{Error, InvalidInput, Result, Stage};
 use crate::hit::{SearchResult, SearchStrategy};
 use crate::retrieval::{RetrievalMode, SearchRequest};
 use crate::traits::CacheKey;
@@ -38,7 +39,8 @@ pub enum Degradation {
     },
     /// The answer quotes the top chunks instead of being generated.
     Extractive {
-        /// Why generation was not used.
+        /// Why generation was not used: the kind of failure, never a backend's
+        /// message (the error itself is logged at debug).
         reason: String,
     },
 }
@@ -137,7 +139,9 @@ impl Pipeline {
         let span = tracing::info_span!("rag.query.process");
         let _enter = span.enter();
         let start = Instant::now();
+        let asked_at = SystemTime::now();
         let result = self.query_inner(principal, question, options, start);
+        let result = self.audit_answer(principal, question, asked_at, result);
         observe::stage("query", result.is_ok(), start.elapsed());
         if let Ok(a) = &result {
             for d in &a.degradations {
@@ -145,6 +149,63 @@ impl Pipeline {
             }
         }
         result
+    }
+
+    /// Records the answer (or the refusal) in the audit sink before it is
+    /// returned; an answer whose record cannot be written is refused unless the
+    /// configuration says otherwise.
+    fn audit_answer(
+        &self,
+        principal: &Principal,
+        question: &str,
+        at: SystemTime,
+        result: Result<QueryAnswer>,
+    ) -> Result<QueryAnswer> {
+        let Some(sink) = &self.audit else {
+            return result;
+        };
+        let (decision, served, from_cache) = match &result {
+            Ok(a) => {
+                let served: Vec<_> = a.answer.sources().cloned().collect();
+                let decision = if served.is_empty() {
+                    AnswerDecision::NothingVisible
+                } else {
+                    AnswerDecision::Answered
+                };
+                (decision, served, a.from_cache)
+            }
+            Err(Error::Denied { .. }) => (AnswerDecision::Denied, Vec::new(), false),
+            // Nothing was served: bad input or a failed stage.
+            Err(_) => return result,
+        };
+        let record = AnswerRecord {
+            tenant: principal.tenant.clone(),
+            user: principal.user.clone(),
+            at,
+            question_sha256: AnswerRecord::hash_question(question.trim()),
+            served,
+            from_cache,
+            decision,
+        };
+        let t = Instant::now();
+        let written = sink.record(&record);
+        observe::stage("audit", written.is_ok(), t.elapsed());
+        match (written, self.config.audit_failure) {
+            (Ok(()), _) => result,
+            (Err(e), AuditFailure::Refuse) => {
+                tracing::error!(error = %e.summary(), "audit record not written: answer refused");
+                match result {
+                    // A refusal stays a refusal.
+                    Err(denied) => Err(denied),
+                    Ok(_) => Err(e),
+                }
+            }
+            (Err(e), AuditFailure::Answer) => {
+                tracing::error!(error = %e.summary(), "audit record not written: answering anyway");
+                metrics::counter!(observe::AUDIT_FAILURES).increment(1);
+                result
+            }
+        }
     }
 
     fn query_inner(
@@ -163,12 +224,25 @@ impl Pipeline {
         let filter = clock.run("access", || self.access.resolve(principal))?;
         tracing::debug!(tenant = %filter.tenant(), user = %principal.user, "resolved");
         let mode = options.mode.unwrap_or(self.config.mode);
-        let embedding = clock.run("embed", || Ok(self.embedder.embed(&[question])?.remove(0)))?;
+        let embedding = clock.run("embed", || {
+            let mut vectors = self.embedder.embed(&[question])?;
+            match (vectors.pop(), vectors.is_empty()) {
+                (Some(v), true) => Ok(v),
+                (v, _) => Err(Error::backend(
+                    Stage::Embed,
+                    format!(
+                        "the embedder returned {} vectors for one question",
+                        vectors.len() + usize::from(v.is_some())
+                    ),
+                )),
+            }
+        })?;
+        let top_k = options.top_k.unwrap_or(self.config.top_k);
         let key = CacheKey {
             question: &embedding,
             scope: &filter,
             generator: self.generator.as_ref().map_or("extractive", |g| g.name()),
-            prompt_template: self.prompt_fingerprint ^ mode as u64,
+            settings: self.answer_settings(mode, top_k),
         };
         let cache = self.cache.as_ref().filter(|_| !options.bypass_cache);
         if let Some(cache) = cache {
@@ -187,7 +261,6 @@ impl Pipeline {
         }
 
         let mut degradations = Vec::new();
-        let top_k = options.top_k.unwrap_or(self.config.top_k);
         let k = if clock.spent() >= self.config.shrink_retrieval_after && top_k > 1 {
             degradations.push(Degradation::SmallerRetrieval {
                 from: top_k,
@@ -257,16 +330,22 @@ impl Pipeline {
                     }
                     Ok(out) => Ok(Answer {
                         citations: prompt::citations(&out.text, &context.used),
+                        provenance: prompt::provenance(&context.used),
                         text: out.text.trim().to_owned(),
                     }),
-                    Err(e) => Err(format!("generation failed: {e}")),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "generation failed");
+                        Err(format!("generation failed ({})", e.summary()))
+                    }
                 }
             }
         };
         let _assemble = tracing::info_span!("rag.response.assemble").entered();
         let answer = match generated {
             Ok(answer) => {
-                if let Some(cache) = cache {
+                // An answer made under budget pressure (fewer chunks) is not what
+                // the key promises a later asker: serve it, cache it not.
+                if let Some(cache) = cache.filter(|_| degradations.is_empty()) {
                     clock.run("cache_store", || cache.store(&key, &answer))?;
                 }
                 answer
@@ -285,6 +364,23 @@ impl Pipeline {
             timings: clock.timings,
             degradations,
         })
+    }
+
+    /// The cache key's settings: the prompt template, mode, fusion, `top_k` and
+    /// the generation settings.
+    fn answer_settings(&self, mode: RetrievalMode, top_k: usize) -> u64 {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.prompt_fingerprint.to_le_bytes());
+        h.update([mode as u8]);
+        h.update((top_k as u64).to_le_bytes());
+        h.update(format!("{:?}", self.config.fusion).as_bytes());
+        h.update((self.config.max_answer_tokens as u64).to_le_bytes());
+        h.update(format!("{:?}", SamplingParams::default()).as_bytes());
+        let d = h.finalize();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        u64::from_le_bytes(b)
     }
 
     fn retrieve(

@@ -22,6 +22,9 @@ use sha2::{Digest, Sha256};
 
 pub use manifest::{FileEntry, Manifest, SNAPSHOT_FORMAT_VERSION, USEARCH_VERSION};
 use manifest::{GraphEntry, MANIFEST_FILE, ModelEntry};
+
+/// The signature of a signed snapshot's manifest: HMAC-SHA256, hex.
+pub const SIGNATURE_FILE: &str = "MANIFEST.sig";
 use tables::{ChunkRow, DocRow};
 
 use crate::config::IndexConfig;
@@ -47,6 +50,32 @@ fn write_atomically(dir: &Path, name: &str, content: &[u8]) -> Result<(), Snapsh
     drop(f);
     fs::rename(&tmp, dir.join(name))?;
     Ok(())
+}
+
+/// Checks the manifest's signature under `key`.
+fn check_signature(dir: &Path, key: &crate::config::SnapshotKey) -> Result<(), SnapshotError> {
+    let path = dir.to_path_buf();
+    let signature = match fs::read_to_string(dir.join(SIGNATURE_FILE)) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SnapshotError::Unsigned { path });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let manifest = match fs::read(dir.join(MANIFEST_FILE)) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SnapshotError::MissingManifest {
+                path: dir.join(MANIFEST_FILE),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if key.verifies(&manifest, &signature) {
+        Ok(())
+    } else {
+        Err(SnapshotError::BadSignature { path })
+    }
 }
 
 fn entry(role: &str, name: String, content: &[u8], rows: Option<u64>) -> FileEntry {
@@ -258,6 +287,16 @@ impl HnswIndex {
             file: MANIFEST_FILE.to_owned(),
             reason: e.to_string(),
         })?;
+        // The signature goes first: a manifest never exists without its own.
+        match &self.config.snapshot_key {
+            Some(key) => write_atomically(dir, SIGNATURE_FILE, key.sign(&json).as_bytes())?,
+            None => match fs::remove_file(dir.join(SIGNATURE_FILE)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(SnapshotError::from(e).into());
+                }
+                _ => {}
+            },
+        }
         write_atomically(dir, MANIFEST_FILE, &json)?;
         if let Ok(d) = fs::File::open(dir) {
             let _ = d.sync_all();
@@ -276,6 +315,9 @@ impl HnswIndex {
         config: IndexConfig,
     ) -> Result<Self> {
         let dir = dir.as_ref();
+        if let Some(key) = &config.snapshot_key {
+            check_signature(dir, key)?;
+        }
         let m = Manifest::read(dir)?;
         let fingerprint = ModelFingerprint::new(&m.model.name, m.model.dims, &m.model.checksum)?;
         if let Some(e) = expected

@@ -303,7 +303,9 @@ impl<'a> Decoder<'a> {
 
     /// Decodes every batch. The Parquet reader asserts on some malformed metadata
     /// (a negative column offset, found by the `snapshot_tables` fuzzer): that case
-    /// is checked before reading, and any other panic of the reader is caught here
+    /// is checked before reading. It also panics inside its page decoders (a
+    /// dictionary page with no values but some bytes divides by zero, found by the
+    /// same fuzzer), which metadata cannot reveal: any such panic is caught here
     /// and becomes [`SnapshotError::Corrupt`], so a damaged table never takes the
     /// process down.
     fn batches(&self, bytes: Bytes, schema: &SchemaRef) -> Result<Vec<RecordBatch>, SnapshotError> {
@@ -547,6 +549,18 @@ mod tests {
         // Found by `cargo fuzz run snapshot_tables`: metadata with a negative column
         // offset, on which parquet 60.1 asserts.
         let bytes = include_bytes!("../../tests/data/fuzz-parquet-negative-offset");
+        for format in 1..=2 {
+            let err = read_documents("d", Bytes::from_static(bytes), format).unwrap_err();
+            assert!(matches!(err, SnapshotError::Corrupt { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_fuzzers_empty_dictionary_page_is_a_typed_error() {
+        // Found by `cargo fuzz run snapshot_tables` in CI: a dictionary page that
+        // declares no values but carries bytes; parquet 60.1 divides by zero while
+        // decoding it. The reader's panic is contained and the table reported corrupt.
+        let bytes = include_bytes!("../../tests/data/fuzz-parquet-empty-dictionary");
         for format in 1..=2 {
             let err = read_documents("d", Bytes::from_static(bytes), format).unwrap_err();
             assert!(matches!(err, SnapshotError::Corrupt { .. }), "{err}");

@@ -254,3 +254,127 @@ fn snapshot_of_another_model_is_refused() {
         Err(IndexError::Snapshot(SnapshotError::ModelMismatch { .. }))
     ));
 }
+
+/// Tag names a hostile or careless writer might send.
+fn hostile_name() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(String::new()),
+        Just(" ".to_owned()),
+        Just("\t\n".to_owned()),
+        Just("a\u{0}b".to_owned()),
+        Just("x".repeat(300)),
+        Just("g:nested:colon".to_owned()),
+        Just("ａｄｍｉｎ".to_owned()),
+        "[a-z]{1,8}",
+        any::<String>(),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Hole 4: an ACL the write path accepted (an empty user name) made the whole
+    /// snapshot unrestorable. Whatever a write accepts must survive a round trip,
+    /// with its ACL unchanged.
+    #[test]
+    fn whatever_a_write_accepts_survives_a_snapshot_round_trip(
+        users in proptest::collection::vec(hostile_name(), 0..3),
+        groups in proptest::collection::vec(hostile_name(), 0..3),
+        denied in proptest::collection::vec(hostile_name(), 0..2),
+    ) {
+        let index = HnswIndex::new(fingerprint(), small_config()).unwrap();
+        index.upsert(vec![doc("base", 1, Some(Acl::new("acme").allow_group("eng")), &[vec![1.0; DIMS]])]).unwrap();
+        let mut acl = Acl::new("acme");
+        for u in &users { acl = acl.allow_user(u.as_str()); }
+        for g in &groups { acl = acl.allow_group(g.as_str()); }
+        for d in &denied { acl = acl.deny_group(d.as_str()); }
+        let accepted = index
+            .upsert(vec![doc("probe", 1, Some(acl.clone()), &[vec![0.5; DIMS]])])
+            .is_ok();
+        let dir = tempfile::tempdir().unwrap();
+        index.snapshot(dir.path()).unwrap();
+        let back = HnswIndex::restore(dir.path(), Some(&fingerprint()), small_config());
+        let back = back.map_err(|e| proptest::test_runner::TestCaseError::fail(format!("restore failed after the write was {}: {e}", if accepted { "accepted" } else { "refused" })))?;
+        let stored = back.document(&key("probe")).unwrap();
+        proptest::prop_assert_eq!(stored.is_some(), accepted);
+        if let Some(info) = stored {
+            proptest::prop_assert_eq!(info.acl, Some(acl));
+        }
+    }
+}
+
+/// Hole 5: an attacker who can write the snapshot directory swaps in a documents
+/// table with an edited ACL and recomputes the manifest's checksums. Unkeyed, that
+/// restores (checksums are no defence against a writer); with a snapshot key the
+/// manifest's signature no longer verifies and nothing is restored.
+#[test]
+fn an_acl_edit_with_recomputed_checksums_is_caught_only_by_a_signature() {
+    use sha2::Digest;
+    let key = rag_index::SnapshotKey::new(*b"snapshot-key-0123456789").unwrap();
+    let keyed = IndexConfig {
+        snapshot_key: Some(key.clone()),
+        ..small_config()
+    };
+    let secret = || {
+        doc(
+            "secret",
+            1,
+            Some(Acl::new("acme").allow_group("hr")),
+            &[vec![1.0; DIMS]],
+        )
+    };
+    let index = HnswIndex::new(fingerprint(), keyed.clone()).unwrap();
+    index.upsert(vec![secret()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    index.snapshot(dir.path()).unwrap();
+    assert!(dir.path().join(rag_index::SIGNATURE_FILE).exists());
+    HnswIndex::restore(dir.path(), None, keyed.clone()).unwrap();
+
+    // The attacker's table: the same document, readable by everyone in "all".
+    let forged = HnswIndex::new(fingerprint(), small_config()).unwrap();
+    let mut open = secret();
+    open.acl = Some(Acl::new("acme").allow_group("all"));
+    forged.upsert(vec![open]).unwrap();
+    let forged_dir = tempfile::tempdir().unwrap();
+    let fm = forged.snapshot(forged_dir.path()).unwrap().manifest;
+    let m = Manifest::read(dir.path()).unwrap();
+    let table = std::fs::read(file_of(forged_dir.path(), &fm, "documents")).unwrap();
+    std::fs::write(file_of(dir.path(), &m, "documents"), &table).unwrap();
+    let manifest_path = dir.path().join("MANIFEST.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    for f in manifest["files"].as_array_mut().unwrap() {
+        if f["role"] == "documents" {
+            f["bytes"] = table.len().into();
+            f["sha256"] = hex::encode(sha2::Sha256::digest(&table)).into();
+        }
+    }
+    std::fs::write(&manifest_path, serde_json::to_string(&manifest).unwrap()).unwrap();
+
+    // Unkeyed, the forgery restores and the ACL is the attacker's.
+    let restored = HnswIndex::restore(dir.path(), None, small_config()).unwrap();
+    let acl = restored
+        .document(&key_of_secret())
+        .unwrap()
+        .unwrap()
+        .acl
+        .unwrap();
+    assert!(acl.allow.iter().any(|t| t.to_string() == "g:all"));
+    // Keyed, it is refused.
+    assert!(matches!(
+        HnswIndex::restore(dir.path(), None, keyed.clone()),
+        Err(IndexError::Snapshot(SnapshotError::BadSignature { .. }))
+    ));
+    // And a snapshot with its signature removed is refused as unsigned.
+    std::fs::remove_file(dir.path().join(rag_index::SIGNATURE_FILE)).unwrap();
+    assert!(matches!(
+        HnswIndex::restore(dir.path(), None, keyed),
+        Err(IndexError::Snapshot(SnapshotError::Unsigned { .. }))
+    ));
+    assert!(rag_index::SnapshotKey::new(*b"short").is_err());
+}
+
+fn key_of_secret() -> DocKey {
+    key("secret")
+}

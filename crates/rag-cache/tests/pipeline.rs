@@ -1,0 +1,326 @@
+//! The semantic cache behind the pipeline: what an entry was built from, what its key
+//! holds, and when it is dropped. Each test is an attack on a hole the cache had.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rag_cache::{CacheConfig, SemanticCache};
+use rag_core::pipeline::{Pipeline, PipelineConfig, QueryOptions};
+use rag_core::testing::{EchoGenerator, FlatIndex, HashEmbedder, OpenResolver};
+use rag_core::{
+    AccessFilter, Acl, DocId, DocKey, DocumentInfo, Embedder, Embedding, Error, IndexStats,
+    Metadata, ModelFingerprint, Principal, RecursiveChunker, SearchResult, VectorIndex,
+    WordCounter, WriteOp, WriteReport,
+};
+
+const ALPHA: &str = "alpha bravo charlie delta echo foxtrot golf hotel";
+const SECRET: &str = "alpha bravo charlie salary of the chief is ninety thousand";
+
+fn doc(id: &str, version: u64, text: &str, acl: Acl) -> rag_core::Document {
+    rag_core::Document {
+        tenant: acl.tenant.clone(),
+        id: DocId::new(id),
+        version,
+        text: text.into(),
+        metadata: Metadata::default(),
+        acl: Some(acl),
+    }
+}
+
+fn eng() -> Acl {
+    Acl::new("acme").allow_group("eng")
+}
+
+fn ann() -> Principal {
+    Principal::new("acme", "ann").with_group("eng")
+}
+
+struct Setup {
+    pipeline: Pipeline,
+    cache: Arc<SemanticCache>,
+    index: Arc<dyn VectorIndex>,
+}
+
+fn setup_with(index: Arc<dyn VectorIndex>, embedder: Arc<dyn Embedder>) -> Setup {
+    let cache = Arc::new(SemanticCache::new(CacheConfig::default()).unwrap());
+    let pipeline = Pipeline::builder()
+        .chunker(Arc::new(
+            RecursiveChunker::new(256, 16, Arc::new(WordCounter)).unwrap(),
+        ))
+        .embedder(embedder)
+        .index(index.clone())
+        .generator(Arc::new(EchoGenerator::default()))
+        .cache(cache.clone())
+        .access(Arc::new(OpenResolver))
+        .config(PipelineConfig {
+            top_k: 4,
+            ..PipelineConfig::default()
+        })
+        .build()
+        .unwrap();
+    Setup {
+        pipeline,
+        cache,
+        index,
+    }
+}
+
+fn setup() -> Setup {
+    let embedder = Arc::new(HashEmbedder::new(64).unwrap());
+    let index = Arc::new(FlatIndex::new(embedder.fingerprint().clone()));
+    setup_with(index, embedder)
+}
+
+/// The echo generator cites only `[1]`; the secret is passage `[2]` of the prompt.
+fn answered_with_uncited_secret(s: &Setup) {
+    s.pipeline
+        .ingest(vec![
+            doc("public", 1, ALPHA, eng()),
+            doc("secret", 1, SECRET, eng()),
+        ])
+        .unwrap();
+    let a = s
+        .pipeline
+        .query(&ann(), ALPHA, &QueryOptions::default())
+        .unwrap();
+    assert!(!a.from_cache);
+    let cited: Vec<&str> = a
+        .answer
+        .citations
+        .iter()
+        .map(|c| c.doc_id.as_str())
+        .collect();
+    assert_eq!(cited, ["public"], "the set-up needs the secret uncited");
+    assert!(
+        s.pipeline
+            .query(&ann(), ALPHA, &QueryOptions::default())
+            .unwrap()
+            .from_cache
+    );
+}
+
+/// Hole 1: revoking an uncited passage's ACL through the pipeline left the cached
+/// answer built from it servable.
+#[test]
+fn revoking_an_uncited_passage_drops_the_answer_built_from_it() {
+    let s = setup();
+    answered_with_uncited_secret(&s);
+    s.pipeline
+        .ingest(vec![doc(
+            "secret",
+            2,
+            SECRET,
+            Acl::new("acme").allow_group("hr"),
+        )])
+        .unwrap();
+    let a = s
+        .pipeline
+        .query(&ann(), ALPHA, &QueryOptions::default())
+        .unwrap();
+    assert!(
+        !a.from_cache,
+        "served from the cache after its source was revoked"
+    );
+}
+
+/// Hole 1, the index path: a revocation the cache was never told about (another
+/// writer of the same index) is caught when the entry is re-checked on a hit.
+#[test]
+fn an_uncited_passage_revoked_behind_the_caches_back_is_rechecked() {
+    let s = setup();
+    answered_with_uncited_secret(&s);
+    s.index
+        .upsert(vec![rag_core::DocumentUpdate {
+            tenant: "acme".into(),
+            doc_id: DocId::new("secret"),
+            version: 2,
+            acl: Some(Acl::new("acme").allow_group("hr")),
+            metadata: Metadata::default(),
+            content_hash: None,
+            chunks: Vec::new(),
+        }])
+        .unwrap_or_default();
+    // Whether or not an empty document is accepted, delete it outright too.
+    s.index
+        .delete(&DocKey::new("acme", "secret"))
+        .unwrap_or_default();
+    let a = s
+        .pipeline
+        .query(&ann(), ALPHA, &QueryOptions::default())
+        .unwrap();
+    assert!(
+        !a.from_cache,
+        "served although a passage it was built from is gone"
+    );
+}
+
+/// Hole 10: `top_k` was not part of the key, so a `top_k = 4` query was served the
+/// answer built from one chunk.
+#[test]
+fn answers_built_with_another_top_k_are_not_served() {
+    let s = setup();
+    s.pipeline
+        .ingest(vec![
+            doc("public", 1, ALPHA, eng()),
+            doc("secret", 1, SECRET, eng()),
+        ])
+        .unwrap();
+    let one = QueryOptions {
+        top_k: Some(1),
+        ..QueryOptions::default()
+    };
+    assert!(!s.pipeline.query(&ann(), ALPHA, &one).unwrap().from_cache);
+    let four = QueryOptions {
+        top_k: Some(4),
+        ..QueryOptions::default()
+    };
+    assert!(
+        !s.pipeline.query(&ann(), ALPHA, &four).unwrap().from_cache,
+        "a top_k=4 query was served the top_k=1 answer"
+    );
+    assert!(s.pipeline.query(&ann(), ALPHA, &one).unwrap().from_cache);
+}
+
+/// An index whose upserts publish and then fail (a log that could not be synced).
+struct FailsAfterPublish {
+    inner: FlatIndex,
+    fail: AtomicBool,
+}
+
+impl VectorIndex for FailsAfterPublish {
+    fn fingerprint(&self) -> &ModelFingerprint {
+        self.inner.fingerprint()
+    }
+    fn apply(&self, op: WriteOp) -> rag_core::Result<WriteReport> {
+        let r = self.inner.apply(op)?;
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(Error::Transient {
+                stage: rag_core::Stage::Index,
+                source: "published, then the log sync failed".into(),
+            });
+        }
+        Ok(r)
+    }
+    fn search(&self, q: &Embedding, k: usize, f: &AccessFilter) -> rag_core::Result<SearchResult> {
+        self.inner.search(q, k, f)
+    }
+    fn document(&self, key: &DocKey) -> rag_core::Result<Option<DocumentInfo>> {
+        self.inner.document(key)
+    }
+    fn stats(&self) -> IndexStats {
+        self.inner.stats()
+    }
+}
+
+/// Hole 10: an upsert that failed after publishing skipped the cache invalidation.
+#[test]
+fn a_failed_upsert_that_published_still_invalidates() {
+    let embedder = Arc::new(HashEmbedder::new(64).unwrap());
+    let index = Arc::new(FailsAfterPublish {
+        inner: FlatIndex::new(embedder.fingerprint().clone()),
+        fail: AtomicBool::new(false),
+    });
+    let s = setup_with(index.clone(), embedder);
+    answered_with_uncited_secret(&s);
+    let before = s.cache.stats().entries;
+    assert_eq!(before, 1);
+    index.fail.store(true, Ordering::SeqCst);
+    let err = s
+        .pipeline
+        .ingest(vec![doc("public", 2, "a different text now", eng())])
+        .unwrap_err();
+    assert!(matches!(err, Error::Transient { .. }), "{err}");
+    assert_eq!(
+        s.cache.stats().entries,
+        0,
+        "the entry citing the published document stayed"
+    );
+}
+
+/// An embedder that returns no vector for a one-text call (a query).
+struct NoQueryVector(HashEmbedder);
+
+impl Embedder for NoQueryVector {
+    fn fingerprint(&self) -> &ModelFingerprint {
+        self.0.fingerprint()
+    }
+    fn embed(&self, texts: &[&str]) -> rag_core::Result<Vec<Embedding>> {
+        if texts.len() == 1 {
+            return Ok(Vec::new());
+        }
+        self.0.embed(texts)
+    }
+    fn device(&self) -> rag_core::Device {
+        self.0.device()
+    }
+    fn count_tokens(&self, text: &str) -> rag_core::Result<usize> {
+        self.0.count_tokens(text)
+    }
+    fn max_input_tokens(&self) -> usize {
+        self.0.max_input_tokens()
+    }
+}
+
+/// Hole 9: the query path took the first vector unchecked and panicked on none.
+#[test]
+fn an_embedder_returning_no_query_vector_is_a_typed_error() {
+    let embedder = Arc::new(NoQueryVector(HashEmbedder::new(64).unwrap()));
+    let index = Arc::new(FlatIndex::new(embedder.fingerprint().clone()));
+    let s = setup_with(index, embedder);
+    s.pipeline
+        .ingest(vec![
+            doc("public", 1, ALPHA, eng()),
+            doc("b", 1, SECRET, eng()),
+        ])
+        .unwrap();
+    let err = s
+        .pipeline
+        .query(&ann(), ALPHA, &QueryOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err}");
+}
+
+/// An embedder that drops the first vector of every batch of more than one text.
+struct OneShort(HashEmbedder);
+
+impl Embedder for OneShort {
+    fn fingerprint(&self) -> &ModelFingerprint {
+        self.0.fingerprint()
+    }
+    fn embed(&self, texts: &[&str]) -> rag_core::Result<Vec<Embedding>> {
+        let mut v = self.0.embed(texts)?;
+        if v.len() > 1 {
+            v.remove(0);
+        }
+        Ok(v)
+    }
+    fn device(&self) -> rag_core::Device {
+        self.0.device()
+    }
+    fn count_tokens(&self, text: &str) -> rag_core::Result<usize> {
+        self.0.count_tokens(text)
+    }
+    fn max_input_tokens(&self) -> usize {
+        self.0.max_input_tokens()
+    }
+}
+
+/// Hole 9, ingest: an embedder one vector short made ingest pair every later chunk
+/// with the next chunk's vector (across documents) and report success. It is a
+/// typed error and nothing of the batch is stored.
+#[test]
+fn an_embedder_one_vector_short_fails_the_ingest_and_stores_nothing() {
+    let embedder = Arc::new(OneShort(HashEmbedder::new(64).unwrap()));
+    let index = Arc::new(FlatIndex::new(embedder.fingerprint().clone()));
+    let s = setup_with(index.clone(), embedder);
+    let err = s
+        .pipeline
+        .ingest(vec![
+            doc("public", 1, ALPHA, eng()),
+            doc("b", 1, SECRET, eng()),
+        ])
+        .unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err}");
+    assert_eq!(index.stats().chunks, 0);
+}
