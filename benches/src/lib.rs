@@ -8,4 +8,5 @@ pub mod corpus;
 pub mod crash;
 pub mod eval;
 pub mod metrics;
+pub mod squad;
 pub mod timing;

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use rag_acl::{Directory, Registration};
 use rag_cache::{CacheConfig, SemanticCache};
 use rag_core::pipeline::content_hash;
-use rag_core::pipeline::{Pipeline, PipelineConfig};
+use rag_core::pipeline::{Abstention, Pipeline, PipelineConfig};
 use rag_core::{
     Acl, Citation, DocId, Document, Embedder, EmbedderTokens, MarkdownChunker, Metadata,
     RecursiveChunker, VectorIndex,
@@ -52,7 +52,13 @@ pub fn pipeline(
         .index(index)
         .cache(Arc::new(SemanticCache::new(CacheConfig::default())?))
         .access(Arc::new(Directory::new(Registration::TrustClaims)))
-        .config(PipelineConfig::default());
+        .config(PipelineConfig {
+            abstention: Abstention {
+                dense: Some(EmbedderConfig::MINILM_DENSE_FLOOR),
+                ..Abstention::NEVER
+            },
+            ..PipelineConfig::default()
+        });
     if let Some(g) = generator {
         b = b.generator(g);
     }

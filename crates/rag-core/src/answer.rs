@@ -73,9 +73,22 @@ pub struct SamplingParams {
     pub seed: u64,
     /// Generation stops before any of these texts.
     pub stop: Vec<String>,
+    /// Divides the positive logits (multiplies the negative ones) of tokens already
+    /// generated in this answer; 1.0 is off. The prompt is not penalised: an
+    /// answer may quote its passages.
+    pub repetition_penalty: f32,
+    /// A token that would repeat an n-gram of this many tokens already generated
+    /// is never chosen; 0 is off.
+    pub no_repeat_ngram: usize,
+    /// Generation stops (and the text is cut) when a word n-gram of this many words
+    /// appears a third time: a loop the other two controls did not prevent; 0 is
+    /// off.
+    pub loop_ngram_words: usize,
 }
 
 impl Default for SamplingParams {
+    /// Greedy, with the loop controls on: repetition penalty 1.15, no repeated
+    /// 4-gram of tokens, a stop at the third occurrence of a 4-word n-gram.
     fn default() -> Self {
         Self {
             max_new_tokens: 256,
@@ -83,6 +96,21 @@ impl Default for SamplingParams {
             top_p: 1.0,
             seed: 0,
             stop: Vec::new(),
+            repetition_penalty: 1.15,
+            no_repeat_ngram: 4,
+            loop_ngram_words: 4,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Plain decoding: the loop controls off (what the model does unaided).
+    pub fn unguarded(self) -> Self {
+        Self {
+            repetition_penalty: 1.15,
+            no_repeat_ngram: 0,
+            loop_ngram_words: 0,
+            ..self
         }
     }
 }
@@ -116,6 +144,9 @@ pub enum FinishReason {
     MaxTokens,
     /// The caller cancelled.
     Cancelled,
+    /// The text started repeating itself and was cut before the repetition
+    /// ([`SamplingParams::loop_ngram_words`]).
+    Repetition,
 }
 
 /// A finished generation.

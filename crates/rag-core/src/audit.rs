@@ -20,6 +20,9 @@ pub enum AnswerDecision {
     Answered,
     /// Nothing the asker may read matched; the answer says so.
     NothingVisible,
+    /// Passages matched, none relevant enough: the answer says the documents do
+    /// not answer the question.
+    Abstained,
     /// The asker was refused (disabled, unknown, invalid principal).
     Denied,
 }

@@ -688,3 +688,46 @@ fn backend_error_text_stays_out_of_logs_health_and_metrics() {
         }
     }
 }
+
+/// Issue 11: below the floor the pipeline abstains: no generation, no citations,
+/// `kind` says so; at or above it, it answers.
+#[test]
+fn weak_passages_abstain_and_strong_ones_answer() {
+    use rag_core::pipeline::{Abstention, AnswerKind};
+    let config = |floor| PipelineConfig {
+        abstention: Abstention {
+            dense: Some(floor),
+            ..Abstention::NEVER
+        },
+        ..PipelineConfig::default()
+    };
+    let staff = Principal::new("acme", "sam").with_group("staff");
+    let s = setup(config(0.9), Some(EchoGenerator::default()));
+    s.pipeline.ingest(corpus()).unwrap();
+    let weak = s
+        .pipeline
+        .query(&staff, "zebra quantum violin", &QueryOptions::default())
+        .unwrap();
+    assert_eq!(weak.kind, AnswerKind::Abstained, "{weak:?}");
+    assert!(weak.answer.citations.is_empty() && weak.answer.provenance.is_empty());
+    assert!(weak.top_score.is_some_and(|t| t < 0.9));
+    assert!(!weak.timings.iter().any(|t| t.stage == "generate"));
+    let strong = s
+        .pipeline
+        .query(
+            &staff,
+            "Expenses are approved by the team lead within five days.",
+            &QueryOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(strong.kind, AnswerKind::Generated, "{strong:?}");
+    assert!(!strong.answer.citations.is_empty());
+    // Without a floor the same weak question is answered from what was found.
+    let never = setup(PipelineConfig::default(), Some(EchoGenerator::default()));
+    never.pipeline.ingest(corpus()).unwrap();
+    let a = never
+        .pipeline
+        .query(&staff, "zebra quantum violin", &QueryOptions::default())
+        .unwrap();
+    assert_eq!(a.kind, AnswerKind::Generated);
+}

@@ -64,6 +64,18 @@ impl EmbedderConfig {
         }
     }
 
+    /// The dense-retrieval abstention floor for the pinned all-MiniLM-L6-v2: below
+    /// this cosine similarity of the best passage, a question is not answered from
+    /// the passages (`rag_core::pipeline::Abstention::dense`).
+    ///
+    /// Calibrated with `cargo run --release -p rag-benches --bin answers --
+    /// --systems extractive --limit 300 --unanswerable 150` on
+    /// `squad-dev-open` (seed 11): the 80th percentile of the best passage's score
+    /// for questions whose article was removed from the index was 0.405, and 3.7% of
+    /// answerable questions scored below it; rounded to 0.40. One collection only:
+    /// recalibrate on the host's own documents.
+    pub const MINILM_DENSE_FLOOR: f32 = 0.40;
+
     /// The pinned all-MiniLM-L6-v2 in the asset cache, with its checksums.
     pub fn pinned_minilm() -> Self {
         let pin = |f: &str| pinned_sha256(&format!("all-MiniLM-L6-v2/{f}")).unwrap_or_default();

@@ -18,7 +18,7 @@ use crate::assets::cache_dir;
 use crate::error::{InferError, Result};
 use crate::pool::SessionPool;
 use crate::runtime::{SessionOptions, build_session, model_files};
-use crate::sampling::{Rng, sample};
+use crate::sampling::{Rng, guard, loop_cut, sample, words};
 
 /// Settings of an [`OnnxGenerator`].
 #[derive(Debug, Clone)]
@@ -458,6 +458,7 @@ impl OnnxGenerator {
             let mut first_token = None;
             let mut finish = FinishReason::MaxTokens;
             while out.len() < max_new {
+                guard(&mut logits, &out, p.repetition_penalty, p.no_repeat_ngram);
                 let next = sample(&logits, p.temperature, p.top_p, &mut rng);
                 first_token.get_or_insert_with(|| started.elapsed());
                 if self.stop_ids.contains(&next) {
@@ -471,8 +472,22 @@ impl OnnxGenerator {
                     finish = FinishReason::StopSequence;
                     break;
                 }
-                // Hold back a partial character and anything a stop sequence may still claim.
+                if let Some(cut) = loop_cut(&text, p.loop_ngram_words) {
+                    text.truncate(cut);
+                    finish = FinishReason::Repetition;
+                    break;
+                }
+                // Hold back a partial character, anything a stop sequence may still
+                // claim, and the last words a loop cut may still take back.
                 let mut safe = safe_prefix_len(&text, &stops);
+                if p.loop_ngram_words > 0 {
+                    let w = words(&text);
+                    if w.len() >= p.loop_ngram_words {
+                        safe = safe.min(w[w.len() - p.loop_ngram_words].0);
+                    } else {
+                        safe = safe.min(w.first().map_or(safe, |(o, _)| *o));
+                    }
+                }
                 while safe > emitted && text[..safe].ends_with('\u{FFFD}') {
                     safe -= '\u{FFFD}'.len_utf8();
                 }

@@ -70,9 +70,97 @@ pub fn sample(logits: &[f32], temperature: f32, top_p: f32, rng: &mut Rng) -> u3
     probs.last().map_or(0, |p| p.0)
 }
 
+/// Applies the repetition penalty to the tokens in `generated` (each once) and bans
+/// every token that would complete an `ngram`-token n-gram already in `generated`.
+pub fn guard(logits: &mut [f32], generated: &[u32], penalty: f32, ngram: usize) {
+    if penalty > 0.0 && (penalty - 1.0).abs() > f32::EPSILON {
+        let mut seen = std::collections::HashSet::new();
+        for &t in generated {
+            if seen.insert(t)
+                && let Some(l) = logits.get_mut(t as usize)
+            {
+                *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+            }
+        }
+    }
+    if ngram >= 1 && generated.len() >= ngram {
+        // The last ngram-1 tokens, followed by the candidate, must not be an n-gram
+        // seen before.
+        let prefix = &generated[generated.len() + 1 - ngram..];
+        for w in generated.windows(ngram) {
+            if &w[..ngram - 1] == prefix
+                && let Some(l) = logits.get_mut(w[ngram - 1] as usize)
+            {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
+/// The words of a text (runs of alphanumerics, lowercased) with their byte offsets.
+pub fn words(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        match (c.is_alphanumeric(), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                out.push((s, text[s..i].to_lowercase()));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, text[s..].to_lowercase()));
+    }
+    out
+}
+
+/// Where to cut `text` when some `n`-word n-gram occurs a third time: the byte
+/// offset of that third occurrence's first word, or `None`.
+pub fn loop_cut(text: &str, n: usize) -> Option<usize> {
+    if n == 0 {
+        return None;
+    }
+    let words = words(text);
+    let mut seen: std::collections::HashMap<Vec<&str>, usize> = std::collections::HashMap::new();
+    for i in 0..words.len().saturating_sub(n - 1) {
+        let gram: Vec<&str> = words[i..i + n].iter().map(|(_, w)| w.as_str()).collect();
+        let count = seen.entry(gram).or_default();
+        *count += 1;
+        if *count == 3 {
+            return Some(words[i].0);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_penalty_lowers_generated_tokens_and_ngrams_are_banned() {
+        let mut logits = vec![2.0, -1.0, 3.0, 0.5];
+        guard(&mut logits, &[0, 1, 0], 2.0, 0);
+        assert_eq!(logits, vec![1.0, -2.0, 3.0, 0.5]);
+        // Generated 2 3 2: the 2-gram "2 3" exists, so after "2" token 3 is banned.
+        let mut logits = vec![0.0; 4];
+        guard(&mut logits, &[2, 3, 2], 1.0, 2);
+        assert_eq!(logits[3], f32::NEG_INFINITY);
+        assert!(logits[..3].iter().all(|l| l.is_finite()));
+        assert_eq!(argmax(&logits), 0);
+    }
+
+    #[test]
+    fn a_third_occurrence_of_a_word_ngram_is_cut() {
+        let t = "The index filters. The index filters. The index filters again.";
+        let cut = loop_cut(t, 3).unwrap();
+        assert_eq!(&t[..cut], "The index filters. The index filters. ");
+        assert_eq!(loop_cut("the index filters. the index filters.", 3), None);
+        assert_eq!(loop_cut(t, 0), None);
+    }
 
     #[test]
     fn greedy_and_seeded_sampling() {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::answer::SamplingParams;
 use crate::audit::AuditFailure;
 use crate::error::InvalidInput;
 use crate::retrieval::{Fusion, RetrievalMode};
@@ -14,6 +15,42 @@ pub enum QuestionPolicy {
     Reject,
     /// Keep its first `max_question_bytes` (cut on a character boundary).
     Truncate,
+}
+
+/// When to abstain: the least score the best retrieved passage must reach, per
+/// retrieval mode, for the question to be answered from the passages; below it the
+/// answer says the documents do not answer it (no generation, no citations). The
+/// scale is the index's: cosine similarity for dense retrieval, BM25 for lexical,
+/// the fused reciprocal-rank score for hybrid (rank-based, so a floor there is
+/// rarely meaningful). `None` never abstains. Floors depend on the embedding model
+/// and the collection's style; calibrate them (the `answers` report prints the
+/// score distributions of answerable and unanswerable questions).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Abstention {
+    /// Floor for dense retrieval (cosine similarity).
+    pub dense: Option<f32>,
+    /// Floor for lexical retrieval (BM25).
+    pub lexical: Option<f32>,
+    /// Floor for hybrid retrieval (fused score).
+    pub hybrid: Option<f32>,
+}
+
+impl Abstention {
+    /// Never abstain.
+    pub const NEVER: Self = Self {
+        dense: None,
+        lexical: None,
+        hybrid: None,
+    };
+
+    /// The floor for `mode`.
+    pub fn floor(&self, mode: RetrievalMode) -> Option<f32> {
+        match mode {
+            RetrievalMode::Dense => self.dense,
+            RetrievalMode::Lexical => self.lexical,
+            RetrievalMode::Hybrid => self.hybrid,
+        }
+    }
 }
 
 /// Settings of a [`Pipeline`](super::Pipeline).
@@ -33,6 +70,11 @@ pub struct PipelineConfig {
     pub max_document_bytes: usize,
     /// Tokens the generator may produce per answer.
     pub max_answer_tokens: usize,
+    /// When the passages found are too weak to answer from.
+    pub abstention: Abstention,
+    /// How answers are decoded (its `max_new_tokens` is replaced by
+    /// `max_answer_tokens`); part of cache keys.
+    pub sampling: SamplingParams,
     /// The system prompt; its hash is part of cache keys.
     pub system_prompt: String,
     /// Time a query may take before it degrades (see [`Degradation`](super::Degradation)).
@@ -58,6 +100,8 @@ impl Default for PipelineConfig {
             question_policy: QuestionPolicy::Reject,
             max_document_bytes: 64 << 20,
             max_answer_tokens: 160,
+            sampling: SamplingParams::default(),
+            abstention: Abstention::NEVER,
             system_prompt: "Answer the question using only the numbered context passages. \
                             Cite the passages you use as [1], [2]. If the context does not \
                             contain the answer, say that you do not know."

@@ -51,10 +51,10 @@ mod query;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-pub use config::{PipelineConfig, QuestionPolicy};
+pub use config::{Abstention, PipelineConfig, QuestionPolicy};
 pub use health::{Health, HealthStatus};
 pub use ingest::{IngestReport, content_hash};
-pub use query::{Degradation, QueryAnswer, QueryOptions, StageTiming};
+pub use query::{AnswerKind, Degradation, QueryAnswer, QueryOptions, StageTiming};
 
 use crate::audit::AuditSink;
 use crate::error::{InvalidInput, Result};

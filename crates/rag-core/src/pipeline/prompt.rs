@@ -74,20 +74,59 @@ fn citation(hit: &Hit) -> Citation {
     }
 }
 
-/// The chunks an answer cites: those whose `[n]` markers it contains, or every
-/// chunk it was given when it contains none.
-pub(crate) fn citations(text: &str, used: &[Hit]) -> Vec<Citation> {
-    let marked: Vec<Citation> = used
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| text.contains(&format!("[{}]", i + 1)))
-        .map(|(_, h)| citation(h))
-        .collect();
-    if marked.is_empty() {
-        used.iter().map(citation).collect()
-    } else {
-        marked
+/// The `[n]` markers in a text, in order of appearance (`n` as written).
+fn markers(text: &str) -> Vec<(std::ops::Range<usize>, usize)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'[' {
+            let digits = bytes[i + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            let close = i + 1 + digits;
+            if digits > 0 && digits <= 6 && bytes.get(close) == Some(&b']') {
+                if let Ok(n) = text[i + 1..close].parse::<usize>() {
+                    out.push((i..close + 1, n));
+                }
+                i = close + 1;
+                continue;
+            }
+        }
+        i += 1;
     }
+    out
+}
+
+/// The chunks an answer cites and its text with out-of-range markers removed. A
+/// marker `[n]` cites passage `n` when `1 <= n <= used.len()`; any other `[n]` is
+/// dropped from the text and cites nothing (never another passage). An answer
+/// with no marker at all cites every passage it was given.
+pub(crate) fn citations(text: &str, used: &[Hit]) -> (String, Vec<Citation>) {
+    let found = markers(text);
+    if found.is_empty() {
+        return (text.to_owned(), used.iter().map(citation).collect());
+    }
+    let mut cited: Vec<usize> = Vec::new();
+    let mut clean = String::with_capacity(text.len());
+    let mut at = 0;
+    for (range, n) in found {
+        if (1..=used.len()).contains(&n) {
+            if !cited.contains(&n) {
+                cited.push(n);
+            }
+        } else {
+            clean.push_str(&text[at..range.start]);
+            at = range.end;
+        }
+    }
+    clean.push_str(&text[at..]);
+    cited.sort_unstable();
+    (
+        clean,
+        cited.into_iter().map(|n| citation(&used[n - 1])).collect(),
+    )
 }
 
 /// An answer quoting the top chunks, each cited, for when generation is not possible.
@@ -111,11 +150,58 @@ pub(crate) fn extractive(hits: &[Hit], count: usize) -> Answer {
     }
 }
 
+/// The answer when the passages found are not relevant enough.
+pub(crate) fn abstained() -> Answer {
+    Answer {
+        text: "The documents you have access to do not answer this question.".into(),
+        citations: Vec::new(),
+        provenance: Vec::new(),
+    }
+}
+
 /// The answer when the caller may see nothing relevant.
 pub(crate) fn nothing_found() -> Answer {
     Answer {
         text: "No documents you have access to match this question.".into(),
         citations: Vec::new(),
         provenance: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::Span;
+    use crate::ids::{ChunkId, DocId};
+
+    fn hit(id: &str) -> Hit {
+        Hit {
+            chunk_id: ChunkId(id.len() as u64),
+            doc_id: DocId::new(id),
+            doc_version: 1,
+            ordinal: 0,
+            score: 1.0,
+            text: format!("text of {id}").into(),
+            span: Span::new(0, 1),
+        }
+    }
+
+    #[test]
+    fn markers_beyond_the_passages_are_dropped_never_remapped() {
+        let used = [hit("a"), hit("bb"), hit("ccc")];
+        let ids = |c: &[Citation]| c.iter().map(|c| c.doc_id.to_string()).collect::<Vec<_>>();
+        let (text, c) = citations("From [2] and [7], also [2] and [3].", &used);
+        assert_eq!(ids(&c), ["bb", "ccc"]);
+        assert_eq!(text, "From [2] and , also [2] and [3].");
+        // Only out-of-range markers: no citation at all.
+        let (text, c) = citations("See [4] and [10].", &used);
+        assert!(c.is_empty());
+        assert_eq!(text, "See  and .");
+        // [0] is not a passage either; "[1]" inside "[10]" is not a marker.
+        let (_, c) = citations("[0] [10]", &used);
+        assert!(c.is_empty());
+        // No marker: every passage given.
+        let (_, c) = citations("No markers here.", &used);
+        assert_eq!(ids(&c), ["a", "bb", "ccc"]);
     }
 }

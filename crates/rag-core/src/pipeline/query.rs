@@ -63,11 +63,33 @@ pub struct StageTiming {
     pub duration: Duration,
 }
 
+/// Which case an answer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// The generator answered from the passages (or the cache served such an answer).
+    Generated,
+    /// The top passages are quoted: generation was not possible (see the
+    /// degradations).
+    Extractive,
+    /// Passages were found, but none relevant enough
+    /// ([`PipelineConfig::abstention`](super::PipelineConfig::abstention)): the answer
+    /// says the documents the caller may read do not answer the question, without
+    /// generating and without citations.
+    Abstained,
+    /// The caller may read nothing that matches.
+    NothingVisible,
+}
+
 /// An answer with how it was made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryAnswer {
     /// Text and citations (document, version, chunk, span).
     pub answer: Answer,
+    /// Which case it is.
+    pub kind: AnswerKind,
+    /// The best retrieved passage's score (what abstention compares), when
+    /// retrieval ran and found something.
+    pub top_score: Option<f32>,
     /// Whether the cache served it.
     pub from_cache: bool,
     /// How retrieval ran; `None` when the cache answered.
@@ -167,10 +189,10 @@ impl Pipeline {
         let (decision, served, from_cache) = match &result {
             Ok(a) => {
                 let served: Vec<_> = a.answer.sources().cloned().collect();
-                let decision = if served.is_empty() {
-                    AnswerDecision::NothingVisible
-                } else {
-                    AnswerDecision::Answered
+                let decision = match a.kind {
+                    AnswerKind::Abstained => AnswerDecision::Abstained,
+                    AnswerKind::NothingVisible => AnswerDecision::NothingVisible,
+                    AnswerKind::Generated | AnswerKind::Extractive => AnswerDecision::Answered,
                 };
                 (decision, served, a.from_cache)
             }
@@ -251,6 +273,8 @@ impl Pipeline {
             if let Some(answer) = hit {
                 return Ok(QueryAnswer {
                     answer,
+                    kind: AnswerKind::Generated,
+                    top_score: None,
                     from_cache: true,
                     strategy: None,
                     visible: 0,
@@ -274,9 +298,28 @@ impl Pipeline {
             let _s = tracing::info_span!("rag.retrieval.search", k, mode = mode.as_str()).entered();
             self.retrieve(mode, &embedding, question, k, &filter)
         })?;
-        if result.hits.is_empty() {
+        let Some(top_score) = result.hits.first().map(|h| h.score) else {
             return Ok(QueryAnswer {
                 answer: prompt::nothing_found(),
+                kind: AnswerKind::NothingVisible,
+                top_score: None,
+                from_cache: false,
+                strategy: Some(result.strategy),
+                visible: result.visible,
+                timings: clock.timings,
+                degradations,
+            });
+        };
+        if self
+            .config
+            .abstention
+            .floor(mode)
+            .is_some_and(|floor| top_score < floor)
+        {
+            return Ok(QueryAnswer {
+                answer: prompt::abstained(),
+                kind: AnswerKind::Abstained,
+                top_score: Some(top_score),
                 from_cache: false,
                 strategy: Some(result.strategy),
                 visible: result.visible,
@@ -310,7 +353,7 @@ impl Pipeline {
                             messages: context.messages.clone(),
                             params: SamplingParams {
                                 max_new_tokens: self.config.max_answer_tokens,
-                                ..SamplingParams::default()
+                                ..self.config.sampling.clone()
                             },
                         },
                         &mut |_| {
@@ -328,11 +371,14 @@ impl Pipeline {
                     Ok(out) if out.text.trim().is_empty() => {
                         Err("the generator returned no text".to_owned())
                     }
-                    Ok(out) => Ok(Answer {
-                        citations: prompt::citations(&out.text, &context.used),
-                        provenance: prompt::provenance(&context.used),
-                        text: out.text.trim().to_owned(),
-                    }),
+                    Ok(out) => {
+                        let (text, citations) = prompt::citations(&out.text, &context.used);
+                        Ok(Answer {
+                            citations,
+                            provenance: prompt::provenance(&context.used),
+                            text: text.trim().to_owned(),
+                        })
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "generation failed");
                         Err(format!("generation failed ({})", e.summary()))
@@ -341,6 +387,7 @@ impl Pipeline {
             }
         };
         let _assemble = tracing::info_span!("rag.response.assemble").entered();
+        let mut kind = AnswerKind::Generated;
         let answer = match generated {
             Ok(answer) => {
                 // An answer made under budget pressure (fewer chunks) is not what
@@ -353,11 +400,14 @@ impl Pipeline {
             Err(reason) => {
                 tracing::warn!(%reason, "answering extractively");
                 degradations.push(Degradation::Extractive { reason });
+                kind = AnswerKind::Extractive;
                 prompt::extractive(&result.hits, 3)
             }
         };
         Ok(QueryAnswer {
             answer,
+            kind,
+            top_score: Some(top_score),
             from_cache: false,
             strategy: Some(result.strategy),
             visible: result.visible,
@@ -376,7 +426,8 @@ impl Pipeline {
         h.update((top_k as u64).to_le_bytes());
         h.update(format!("{:?}", self.config.fusion).as_bytes());
         h.update((self.config.max_answer_tokens as u64).to_le_bytes());
-        h.update(format!("{:?}", SamplingParams::default()).as_bytes());
+        h.update(format!("{:?}", self.config.sampling).as_bytes());
+        h.update(format!("{:?}", self.config.abstention).as_bytes());
         let d = h.finalize();
         let mut b = [0u8; 8];
         b.copy_from_slice(&d[..8]);
