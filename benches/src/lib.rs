@@ -8,5 +8,6 @@ pub mod corpus;
 pub mod crash;
 pub mod eval;
 pub mod metrics;
+pub mod recording;
 pub mod squad;
 pub mod timing;

@@ -23,17 +23,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
 use clap::Parser;
+use rag_benches::recording::Recording;
 use rag_benches::squad::{self, Paragraph, Question};
 use rag_benches::timing::median;
 use rag_core::pipeline::{Pipeline, PipelineConfig, QueryOptions};
 use rag_core::{
-    Acl, DocId, DocKey, Document, Embedder, EmbedderTokens, Generation, GenerationRequest,
-    Generator, Metadata, Principal, RecursiveChunker, SamplingParams, TokenControl, VectorIndex,
+    Acl, DocId, DocKey, Document, Embedder, EmbedderTokens, Generator, Metadata, Principal,
+    RecursiveChunker, SamplingParams, VectorIndex,
 };
 use rag_index::{HnswIndex, IndexConfig};
 use rag_infer::{EmbedderConfig, GeneratorConfig, OnnxEmbedder, OnnxGenerator, assets};
@@ -91,36 +92,6 @@ struct SystemReport {
     ttft_ms_p50: f64,
     decode_tokens_per_s: f64,
     seconds: f64,
-}
-
-/// Records the timing of every generation.
-struct Timed {
-    inner: Arc<OnnxGenerator>,
-    runs: Mutex<Vec<(f64, f64)>>,
-}
-
-impl Generator for Timed {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn context_window(&self) -> usize {
-        self.inner.context_window()
-    }
-    fn count_tokens(&self, text: &str) -> rag_core::Result<usize> {
-        self.inner.count_tokens(text)
-    }
-    fn generate(
-        &self,
-        request: &GenerationRequest,
-        on_token: &mut dyn FnMut(&str) -> TokenControl,
-    ) -> rag_core::Result<Generation> {
-        let g = self.inner.generate(request, on_token)?;
-        self.runs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((g.time_to_first_token_s * 1e3, g.tokens_per_s));
-        Ok(g)
-    }
 }
 
 /// A system prompt asking for the shortest answer.
@@ -189,20 +160,6 @@ fn abstains(text: &str, served: usize) -> bool {
         .any(|p| t.contains(p))
 }
 
-fn repeats_4gram(text: &str) -> bool {
-    let words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect();
-    let mut counts: HashMap<&[String], usize> = HashMap::new();
-    words.windows(4).any(|w| {
-        let c = counts.entry(w).or_default();
-        *c += 1;
-        *c > 2
-    })
-}
-
 struct Outcome {
     text: String,
     served: Vec<String>,
@@ -223,11 +180,11 @@ fn main() -> Result<()> {
         embedder.fingerprint().clone(),
         IndexConfig::default(),
     )?);
-    let smollm2 = Arc::new(OnnxGenerator::new(GeneratorConfig::smollm2("q4"))?);
+    let smollm2: Arc<dyn Generator> = Arc::new(OnnxGenerator::new(GeneratorConfig::smollm2("q4"))?);
     let build = |sampling: Option<SamplingParams>,
                  system_prompt: Option<&str>,
                  abstain: bool|
-     -> Result<(Pipeline, Option<Arc<Timed>>)> {
+     -> Result<(Pipeline, Option<Arc<Recording>>)> {
         let mut b = Pipeline::builder()
             .chunker(Arc::new(RecursiveChunker::new(
                 200,
@@ -255,10 +212,7 @@ fn main() -> Result<()> {
         let mut timed = None;
         if let Some(s) = sampling {
             config.sampling = s;
-            let g = Arc::new(Timed {
-                inner: smollm2.clone(),
-                runs: Mutex::new(Vec::new()),
-            });
+            let g = Arc::new(Recording::new(smollm2.clone()));
             b = b.generator(g.clone());
             timed = Some(g);
         }
@@ -304,7 +258,7 @@ fn main() -> Result<()> {
 
     let principal = Principal::new("squad", "reader").with_group("readers");
     let mut systems: BTreeMap<String, (Pipeline, bool)> = BTreeMap::new();
-    let mut timings: BTreeMap<String, Arc<Timed>> = BTreeMap::new();
+    let mut timings: BTreeMap<String, Arc<Recording>> = BTreeMap::new();
     for name in &cli.systems {
         let ((p, timed), extractive) = match name.as_str() {
             "extractive" => (build(None, None, true)?, true),
@@ -406,7 +360,7 @@ fn main() -> Result<()> {
                             .is_some_and(|p| q.answers.iter().any(|g| p.text.contains(g.as_str())));
                     tally.cited_good += usize::from(good);
                 }
-                tally.repeated += usize::from(repeats_4gram(&o.text));
+                tally.repeated += usize::from(rag_infer::repeats_ngram(&o.text, 4, 2));
                 tally.abstained += usize::from(o.abstained);
                 if let Some(s) = o.top_score {
                     tally.scores.push(s);
@@ -450,12 +404,7 @@ fn main() -> Result<()> {
     let mut reports = Vec::new();
     for name in &cli.systems {
         let Some(t) = tallies.get(name) else { continue };
-        let runs = timings.get(name).map_or_else(Vec::new, |t| {
-            t.runs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        });
+        let runs = timings.get(name).map_or_else(Vec::new, |t| t.runs());
         let (ttft, tps) = if runs.is_empty() {
             (0.0, 0.0)
         } else {

@@ -10,18 +10,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
 use clap::Parser;
 use rag_acl::{Directory, Registration};
+use rag_benches::recording::Recording;
 use rag_cache::{CacheConfig, SemanticCache};
 use rag_core::pipeline::{Pipeline, PipelineConfig, QueryOptions};
 use rag_core::testing::{EchoGenerator, HashEmbedder};
 use rag_core::{
-    Acl, DocKey, Document, Embedder, Generation, GenerationRequest, Generator, GroupId, Metadata,
-    Principal, RecursiveChunker, RetrievalMode, TenantId, TokenControl, UserId, WordCounter,
+    Acl, DocKey, Document, Embedder, GroupId, Metadata, Principal, RecursiveChunker, RetrievalMode,
+    TenantId, UserId, WordCounter,
 };
 use rag_index::{HnswIndex, IndexConfig};
 use rand::rngs::StdRng;
@@ -67,41 +68,6 @@ const WORDS: [&str; 12] = [
     "budget", "salary", "merger", "roadmap", "incident", "vacation", "audit", "launch", "contract",
     "hiring", "security", "pricing",
 ];
-
-/// A generator that records every prompt it is given (the text that reached the
-/// model) and answers like [`EchoGenerator`].
-struct Recording {
-    inner: EchoGenerator,
-    prompts: Mutex<Vec<String>>,
-}
-
-impl Generator for Recording {
-    fn name(&self) -> &str {
-        "recording-echo"
-    }
-    fn context_window(&self) -> usize {
-        self.inner.context_window()
-    }
-    fn count_tokens(&self, text: &str) -> rag_core::Result<usize> {
-        self.inner.count_tokens(text)
-    }
-    fn generate(
-        &self,
-        request: &GenerationRequest,
-        on_token: &mut dyn FnMut(&str) -> TokenControl,
-    ) -> rag_core::Result<Generation> {
-        let prompt: String = request
-            .messages
-            .iter()
-            .map(|m| m.content.as_str())
-            .collect();
-        self.prompts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(prompt);
-        self.inner.generate(request, on_token)
-    }
-}
 
 /// The brute-force model: documents with their ACLs, users with their groups.
 #[derive(Default)]
@@ -191,13 +157,10 @@ fn main() -> Result<()> {
             .build()?,
     )?);
     let directory = Arc::new(Directory::new(Registration::Required));
-    let generator = Arc::new(Recording {
-        inner: EchoGenerator {
-            failing: false,
-            words: 24,
-        },
-        prompts: Mutex::new(Vec::new()),
-    });
+    let generator = Arc::new(Recording::new(Arc::new(EchoGenerator {
+        failing: false,
+        words: 24,
+    })));
     let pipeline = Pipeline::builder()
         .chunker(Arc::new(RecursiveChunker::new(
             256,
@@ -374,11 +337,7 @@ fn main() -> Result<()> {
             bypass_cache: rng.random_bool(0.1),
             ..QueryOptions::default()
         };
-        generator
-            .prompts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        generator.take_prompts();
         let a = pipeline.query(&Principal::new(tenant, user), &question, &options)?;
         report.queries += 1;
         *report.modes.entry(mode.as_str().to_owned()).or_default() += 1;
@@ -390,12 +349,7 @@ fn main() -> Result<()> {
             .map(|c| DocKey::new(tenant, c.doc_id.clone()))
             .collect();
         seen.extend(named(&a.answer.text, &model));
-        for p in generator
-            .prompts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
+        for p in &generator.take_prompts() {
             // The asker's own question (which may quote a marker) is not a passage.
             let passages = p.rsplit_once("Question: ").map_or(p.as_str(), |(c, _)| c);
             seen.extend(named(passages, &model));

@@ -31,3 +31,4 @@ pub use embedder::{EmbedderConfig, OnnxEmbedder, Pooling};
 pub use error::{InferError, Result};
 pub use generator::{GeneratorConfig, OnnxGenerator};
 pub use runtime::{SessionOptions, build_session, load_runtime, runtime_loaded};
+pub use sampling::repeats_ngram;

@@ -117,6 +117,20 @@ pub fn words(text: &str) -> Vec<(usize, String)> {
     out
 }
 
+/// Whether some `n`-word n-gram of `text` occurs more than `max` times (how loops
+/// are counted in tests and reports).
+pub fn repeats_ngram(text: &str, n: usize, max: usize) -> bool {
+    let words = words(text);
+    let mut seen: std::collections::HashMap<Vec<&str>, usize> = std::collections::HashMap::new();
+    words.windows(n.max(1)).any(|w| {
+        let count = seen
+            .entry(w.iter().map(|(_, s)| s.as_str()).collect())
+            .or_default();
+        *count += 1;
+        *count > max
+    })
+}
+
 /// Where to cut `text` when some `n`-word n-gram occurs a third time: the byte
 /// offset of that third occurrence's first word, or `None`.
 pub fn loop_cut(text: &str, n: usize) -> Option<usize> {
@@ -160,6 +174,8 @@ mod tests {
         assert_eq!(&t[..cut], "The index filters. The index filters. ");
         assert_eq!(loop_cut("the index filters. the index filters.", 3), None);
         assert_eq!(loop_cut(t, 0), None);
+        assert!(repeats_ngram(t, 3, 2));
+        assert!(!repeats_ngram(t, 3, 3));
     }
 
     #[test]
