@@ -238,34 +238,50 @@ fn a_failed_upsert_that_published_still_invalidates() {
     );
 }
 
-/// An embedder that returns no vector for a one-text call (a query).
-struct NoQueryVector(HashEmbedder);
+/// The hash embedder with its output mangled: a misbehaving model.
+struct Faulty {
+    inner: HashEmbedder,
+    mangle: fn(&[&str], &mut Vec<Embedding>),
+}
 
-impl Embedder for NoQueryVector {
+impl Faulty {
+    fn new(mangle: fn(&[&str], &mut Vec<Embedding>)) -> Self {
+        Self {
+            inner: HashEmbedder::new(64).unwrap(),
+            mangle,
+        }
+    }
+}
+
+impl Embedder for Faulty {
     fn fingerprint(&self) -> &ModelFingerprint {
-        self.0.fingerprint()
+        self.inner.fingerprint()
     }
     fn embed(&self, texts: &[&str]) -> rag_core::Result<Vec<Embedding>> {
-        if texts.len() == 1 {
-            return Ok(Vec::new());
-        }
-        self.0.embed(texts)
+        let mut v = self.inner.embed(texts)?;
+        (self.mangle)(texts, &mut v);
+        Ok(v)
     }
     fn device(&self) -> rag_core::Device {
-        self.0.device()
+        self.inner.device()
     }
     fn count_tokens(&self, text: &str) -> rag_core::Result<usize> {
-        self.0.count_tokens(text)
+        self.inner.count_tokens(text)
     }
     fn max_input_tokens(&self) -> usize {
-        self.0.max_input_tokens()
+        self.inner.max_input_tokens()
     }
 }
 
 /// Hole 9: the query path took the first vector unchecked and panicked on none.
 #[test]
 fn an_embedder_returning_no_query_vector_is_a_typed_error() {
-    let embedder = Arc::new(NoQueryVector(HashEmbedder::new(64).unwrap()));
+    // No vector for a one-text call (a query).
+    let embedder = Arc::new(Faulty::new(|texts, v| {
+        if texts.len() == 1 {
+            v.clear();
+        }
+    }));
     let index = Arc::new(FlatIndex::new(embedder.fingerprint().clone()));
     let s = setup_with(index, embedder);
     s.pipeline
@@ -281,37 +297,17 @@ fn an_embedder_returning_no_query_vector_is_a_typed_error() {
     assert!(matches!(err, Error::Backend { .. }), "{err}");
 }
 
-/// An embedder that drops the first vector of every batch of more than one text.
-struct OneShort(HashEmbedder);
-
-impl Embedder for OneShort {
-    fn fingerprint(&self) -> &ModelFingerprint {
-        self.0.fingerprint()
-    }
-    fn embed(&self, texts: &[&str]) -> rag_core::Result<Vec<Embedding>> {
-        let mut v = self.0.embed(texts)?;
-        if v.len() > 1 {
-            v.remove(0);
-        }
-        Ok(v)
-    }
-    fn device(&self) -> rag_core::Device {
-        self.0.device()
-    }
-    fn count_tokens(&self, text: &str) -> rag_core::Result<usize> {
-        self.0.count_tokens(text)
-    }
-    fn max_input_tokens(&self) -> usize {
-        self.0.max_input_tokens()
-    }
-}
-
 /// Hole 9, ingest: an embedder one vector short made ingest pair every later chunk
 /// with the next chunk's vector (across documents) and report success. It is a
 /// typed error and nothing of the batch is stored.
 #[test]
 fn an_embedder_one_vector_short_fails_the_ingest_and_stores_nothing() {
-    let embedder = Arc::new(OneShort(HashEmbedder::new(64).unwrap()));
+    // The first vector of every batch of more than one text dropped.
+    let embedder = Arc::new(Faulty::new(|_, v| {
+        if v.len() > 1 {
+            v.remove(0);
+        }
+    }));
     let index = Arc::new(FlatIndex::new(embedder.fingerprint().clone()));
     let s = setup_with(index.clone(), embedder);
     let err = s
