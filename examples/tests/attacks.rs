@@ -261,10 +261,8 @@ fn a07_revoked_reader_is_not_served_a_cached_answer() {
     assert!(!a.from_cache && !leaks(&a.answer.text));
 }
 
-#[test]
-fn a08_acl_tightened_by_reingest_drops_the_cached_answer() {
-    let w = world();
-    assert!(leaks(&exposed(&w, &hana(), SECRET, RetrievalMode::Dense)));
+/// Re-ingests the secret at version 2, readable by the board only.
+fn restrict_secret_to_board(w: &World) {
     w.pipeline
         .ingest(vec![doc(
             "acme",
@@ -274,6 +272,13 @@ fn a08_acl_tightened_by_reingest_drops_the_cached_answer() {
             Some(Acl::new("acme").allow_group("board")),
         )])
         .unwrap();
+}
+
+#[test]
+fn a08_acl_tightened_by_reingest_drops_the_cached_answer() {
+    let w = world();
+    assert!(leaks(&exposed(&w, &hana(), SECRET, RetrievalMode::Dense)));
+    restrict_secret_to_board(&w);
     let a = w
         .pipeline
         .query(&hana(), SECRET, &QueryOptions::default())
@@ -556,15 +561,7 @@ fn a24_deny_beats_allow() {
 #[test]
 fn a25_a_replayed_older_version_cannot_regress_a_document() {
     let w = world();
-    w.pipeline
-        .ingest(vec![doc(
-            "acme",
-            "secret",
-            2,
-            SECRET,
-            Some(Acl::new("acme").allow_group("board")),
-        )])
-        .unwrap();
+    restrict_secret_to_board(&w);
     let err = w
         .pipeline
         .ingest(vec![doc("acme", "secret", 1, SECRET, Some(hr()))])
