@@ -23,7 +23,7 @@ use rag_acl::{AuditAction, AuditEvent, AuditLog, Directory, Outcome, Registratio
 use rag_core::{
     AccessResolver, Acl, ChatMessage, Chunk, ChunkId, DocId, DocKey, DocumentUpdate, EmbeddedChunk,
     Embedder, GenerationRequest, Metadata, Principal, Role, SamplingParams, Span, TenantId,
-    TokenControl, VectorIndex,
+    TokenControl, VectorIndex, VectorIndexRead,
 };
 use rag_index::{HnswIndex, IndexConfig};
 use rag_infer::{EmbedderConfig, GeneratorConfig, OnnxEmbedder, OnnxGenerator, assets};
@@ -193,6 +193,7 @@ fn main() -> Result<()> {
                     ChatMessage { role: Role::User, content: format!("Sources:\n{context}\nQuestion: {question}") },
                 ],
                 params: SamplingParams { max_new_tokens: 80, ..Default::default() },
+                deadline: None,
             };
             let g = generator.generate_text(&request, &mut |_| TokenControl::Continue)?;
             format!(

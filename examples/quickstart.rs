@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
-use rag_core::pipeline::QueryOptions;
 use rag_core::{Acl, Principal, RetrievalMode};
+use rag_pipeline::QueryOptions;
 
 const QUESTIONS: [&str; 3] = [
     "How does the index apply access control during a search?",

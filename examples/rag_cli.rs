@@ -21,9 +21,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use rag_core::pipeline::QueryOptions;
-use rag_core::{Acl, Principal, RetrievalMode, VectorIndex};
+use rag_core::{Acl, Principal, RetrievalMode, VectorIndexRead};
 use rag_index::{DurableIndex, HnswIndex, IndexConfig, StoreOptions};
+use rag_pipeline::QueryOptions;
 
 /// Files per ingest call (and per progress update).
 const INGEST_BATCH: usize = 16;

@@ -20,13 +20,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use rag_core::testing::FlatIndex;
 use rag_core::{
     AccessFilter, Acl, AttrValue, Chunk, ChunkId, DeletePredicate, DocKey, DocumentUpdate,
     EmbeddedChunk, Embedding, Error, Metadata, ModelFingerprint, Principal, Span, VectorIndex,
-    WriteOp,
+    VectorIndexRead, WriteOp,
 };
 use rag_index::{DurableIndex, IndexConfig, SearchMode, StoreOptions};
+use rag_pipeline::testing::FlatIndex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

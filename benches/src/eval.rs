@@ -11,9 +11,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use rag_core::{
     AccessFilter, Acl, Chunk, ChunkId, Chunker, DocId, DocKey, Document, DocumentUpdate,
-    EmbeddedChunk, Embedder, Embedding, Fusion, Metadata, Principal, RecursiveChunker,
-    RetrievalMode, SearchRequest, Span, VectorIndex,
+    EmbeddedChunk, Embedder, Embedding, Fusion, Metadata, Principal, RetrievalMode, SearchRequest,
+    Span, VectorIndex,
 };
+use rag_pipeline::RecursiveChunker;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use rag_benches::beir;
 use rag_benches::eval::{chunk_corpus, insert, run_mode};
-use rag_core::testing::HashEmbedder;
 use rag_core::{Embedder, Fusion, RetrievalMode};
 use rag_index::{HnswIndex, IndexConfig};
+use rag_pipeline::testing::HashEmbedder;
 
 fn scifact() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/scifact");

@@ -8,14 +8,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use rag_acl::{Directory, Registration};
 use rag_cache::{CacheConfig, SemanticCache};
-use rag_core::pipeline::content_hash;
-use rag_core::pipeline::{Abstention, Pipeline, PipelineConfig};
-use rag_core::{
-    Acl, Citation, DocId, Document, Embedder, EmbedderTokens, MarkdownChunker, Metadata,
-    RecursiveChunker, VectorIndex,
-};
+use rag_core::{Acl, Citation, DocId, Document, Embedder, EmbedderTokens, Metadata, VectorIndex};
 use rag_index::{DurableIndex, IndexConfig, RecoveryReport, StoreOptions};
 use rag_infer::{EmbedderConfig, GeneratorConfig, OnnxEmbedder, OnnxGenerator, assets};
+use rag_pipeline::content_hash;
+use rag_pipeline::{Abstention, Pipeline, PipelineConfig};
+use rag_pipeline::{MarkdownChunker, RecursiveChunker};
 
 /// Chunk budget in MiniLM tokens: under its 254, leaving room for heading paths.
 pub const CHUNK_TOKENS: usize = 200;

@@ -9,14 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rag_acl::{AuditAction, AuditEvent, AuditLog, Directory, Outcome, Registration, verify};
 use rag_cache::{CacheConfig, SemanticCache};
-use rag_core::pipeline::{Pipeline, PipelineConfig, QueryOptions};
-use rag_core::testing::{EchoGenerator, HashEmbedder};
 use rag_core::{
     AccessResolver, Acl, DeletePredicate, DocId, DocKey, Document, Embedder, Error, InvalidInput,
-    Metadata, Principal, RecursiveChunker, RetrievalMode, SearchRequest, TenantId, VectorIndex,
+    Metadata, Principal, RetrievalMode, SearchRequest, TenantId, VectorIndex, VectorIndexRead,
     WordCounter,
 };
 use rag_index::{HnswIndex, IndexConfig};
+use rag_pipeline::RecursiveChunker;
+use rag_pipeline::testing::{EchoGenerator, HashEmbedder};
+use rag_pipeline::{Pipeline, PipelineConfig, QueryOptions};
 
 const SECRET: &str = "Zanzibar quokka merger closes on ninth of Thermidor at valuation xylophone";
 const PUBLIC: &str = "The cafeteria opens at eight and serves soup on Mondays";

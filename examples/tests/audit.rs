@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rag_acl::{AuditAction, AuditLog, Directory, Outcome, Registration, verify};
 use rag_cache::{CacheConfig, SemanticCache};
-use rag_core::pipeline::{Pipeline, PipelineConfig, QueryOptions};
-use rag_core::testing::{EchoGenerator, FlatIndex, HashEmbedder};
 use rag_core::{
     Acl, AnswerRecord, AuditFailure, AuditSink, DocId, Document, Embedder, Error, Metadata,
-    Principal, RecursiveChunker, WordCounter,
+    Principal, WordCounter,
 };
+use rag_pipeline::RecursiveChunker;
+use rag_pipeline::testing::{EchoGenerator, FlatIndex, HashEmbedder};
+use rag_pipeline::{Pipeline, PipelineConfig, QueryOptions};
 
 const QUESTION: &str = "Expenses are approved by the team lead within five days.";
 

@@ -31,13 +31,14 @@ use clap::Parser;
 use rag_benches::recording::Recording;
 use rag_benches::squad::{self, Paragraph, Question};
 use rag_benches::timing::median;
-use rag_core::pipeline::{Pipeline, PipelineConfig, QueryOptions};
 use rag_core::{
     Acl, DocId, DocKey, Document, Embedder, EmbedderTokens, Generator, Metadata, Principal,
-    RecursiveChunker, SamplingParams, VectorIndex,
+    SamplingParams, VectorIndex,
 };
 use rag_index::{HnswIndex, IndexConfig};
 use rag_infer::{EmbedderConfig, GeneratorConfig, OnnxEmbedder, OnnxGenerator, assets};
+use rag_pipeline::RecursiveChunker;
+use rag_pipeline::{Pipeline, PipelineConfig, QueryOptions};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -200,9 +201,9 @@ fn main() -> Result<()> {
             top_k: cli.top_k,
             max_answer_tokens: 64,
             latency_budget: std::time::Duration::from_secs(600),
-            abstention: rag_core::pipeline::Abstention {
+            abstention: rag_pipeline::Abstention {
                 dense: cli.abstain_dense.filter(|_| abstain),
-                ..rag_core::pipeline::Abstention::NEVER
+                ..rag_pipeline::Abstention::NEVER
             },
             ..PipelineConfig::default()
         };
@@ -310,7 +311,7 @@ fn main() -> Result<()> {
             cited
         };
         Ok(Outcome {
-            abstained: a.kind == rag_core::pipeline::AnswerKind::Abstained
+            abstained: a.kind == rag_pipeline::AnswerKind::Abstained
                 || abstains(&text, served.len()),
             text,
             served,

@@ -30,13 +30,14 @@ use anyhow::{Context, Result};
 use rag_benches::args::Args;
 use rag_benches::crash;
 use rag_benches::timing::{median, percentile};
-use rag_core::pipeline::Pipeline;
 use rag_core::{
     Acl, Chunk, DocId, DocKey, Document, DocumentUpdate, EmbeddedChunk, Embedder, EmbedderTokens,
-    Embedding, Metadata, ModelFingerprint, RecursiveChunker, VectorIndex,
+    Embedding, Metadata, ModelFingerprint, VectorIndex, VectorIndexRead,
 };
 use rag_index::{Durability, DurableIndex, HnswIndex, IndexConfig, StoreOptions};
 use rag_infer::{EmbedderConfig, OnnxEmbedder, assets};
+use rag_pipeline::Pipeline;
+use rag_pipeline::RecursiveChunker;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;

@@ -19,9 +19,10 @@ use anyhow::{Result, bail};
 use rag_benches::args::Args;
 use rag_benches::beir;
 use rag_benches::eval::{ModeResult, chunk_corpus, embed_cached, insert, run_mode};
-use rag_core::{Embedder, EmbedderTokens, Fusion, RecursiveChunker, RetrievalMode, VectorIndex};
+use rag_core::{Embedder, EmbedderTokens, Fusion, RetrievalMode, VectorIndexRead};
 use rag_index::{HnswIndex, IndexConfig};
 use rag_infer::{EmbedderConfig, OnnxEmbedder, SessionOptions, assets};
+use rag_pipeline::RecursiveChunker;
 
 fn main() -> Result<()> {
     let args = Args::parse()?;

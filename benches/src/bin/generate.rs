@@ -89,6 +89,7 @@ fn main() -> Result<()> {
             max_new_tokens: 128,
             ..Default::default()
         },
+        deadline: None,
     };
     let mut rates = Vec::new();
     let mut generated = 0;

@@ -18,13 +18,14 @@ use clap::Parser;
 use rag_acl::{Directory, Registration};
 use rag_benches::recording::Recording;
 use rag_cache::{CacheConfig, SemanticCache};
-use rag_core::pipeline::{Pipeline, PipelineConfig, QueryOptions};
-use rag_core::testing::{EchoGenerator, HashEmbedder};
 use rag_core::{
-    Acl, DocKey, Document, Embedder, GroupId, Metadata, Principal, RecursiveChunker, RetrievalMode,
-    TenantId, UserId, WordCounter,
+    Acl, DocKey, Document, Embedder, GroupId, Metadata, Principal, RetrievalMode, TenantId, UserId,
+    WordCounter,
 };
 use rag_index::{HnswIndex, IndexConfig};
+use rag_pipeline::RecursiveChunker;
+use rag_pipeline::testing::{EchoGenerator, HashEmbedder};
+use rag_pipeline::{Pipeline, PipelineConfig, QueryOptions};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};

@@ -28,13 +28,14 @@ use anyhow::{Result, bail};
 use rag_benches::args::Args;
 use rag_benches::timing::{median, percentile};
 use rag_cache::{CacheConfig, SemanticCache};
-use rag_core::pipeline::{Pipeline, PipelineConfig, QueryOptions};
 use rag_core::{
     Acl, DocId, Document, Embedder, EmbedderTokens, Generation, GenerationRequest, Generator,
-    Metadata, Principal, RecursiveChunker, TokenControl, VectorIndex,
+    Metadata, Principal, TokenControl, VectorIndexRead,
 };
 use rag_index::{HnswIndex, IndexConfig};
 use rag_infer::{EmbedderConfig, OnnxEmbedder, SessionOptions, assets};
+use rag_pipeline::RecursiveChunker;
+use rag_pipeline::{Pipeline, PipelineConfig, QueryOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -257,7 +258,7 @@ fn main() -> Result<()> {
     }
     cache.clear();
     audited_cache.clear();
-    let timed = |p: &Pipeline, q: &str| -> Result<(f64, rag_core::pipeline::QueryAnswer)> {
+    let timed = |p: &Pipeline, q: &str| -> Result<(f64, rag_pipeline::QueryAnswer)> {
         let t = Instant::now();
         let a = p.query(&principal, q, &QueryOptions::default())?;
         Ok((t.elapsed().as_secs_f64() * 1e3, a))

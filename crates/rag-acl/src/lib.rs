@@ -27,6 +27,8 @@
 mod audit;
 mod directory;
 mod error;
+#[cfg(feature = "jwt")]
+pub mod jwt;
 
 pub use audit::{
     AuditAction, AuditEvent, AuditKey, AuditLog, AuditRecord, AuditRecovery, Outcome, Verified,

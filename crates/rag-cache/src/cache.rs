@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rag_core::{
-    AccessFilter, Answer, AnswerCache, CacheKey, Citation, DocKey, ModelId, VectorIndex,
+    AccessFilter, Answer, AnswerCache, CacheKey, Citation, DocKey, ModelId, VectorIndexRead,
 };
 
 use crate::config::CacheConfig;
@@ -242,7 +242,7 @@ impl SemanticCache {
     fn still_valid(
         answer: &Answer,
         scope: &AccessFilter,
-        index: &dyn VectorIndex,
+        index: &dyn VectorIndexRead,
     ) -> rag_core::Result<bool> {
         for c in answer.sources() {
             let key = DocKey::new(scope.tenant().clone(), c.doc_id.clone());
@@ -264,7 +264,7 @@ impl AnswerCache for SemanticCache {
     fn lookup(
         &self,
         key: &CacheKey<'_>,
-        index: &dyn VectorIndex,
+        index: &dyn VectorIndexRead,
     ) -> rag_core::Result<Option<Answer>> {
         let Some((id, answer)) = self.closest(key) else {
             return Ok(self.miss());

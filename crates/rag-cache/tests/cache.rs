@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rag_cache::{CacheConfig, SemanticCache};
-use rag_core::testing::{FlatIndex, HashEmbedder};
 use rag_core::{
     AccessFilter, Acl, Answer, AnswerCache, CacheKey, Chunk, ChunkId, Citation, DocId, DocKey,
     DocumentInfo, DocumentUpdate, EmbeddedChunk, Embedder, Embedding, IndexStats, Metadata,
-    ModelFingerprint, Principal, SearchResult, Span, VectorIndex, WriteOp, WriteReport,
+    ModelFingerprint, Principal, SearchResult, Span, VectorIndex, VectorIndexRead, WriteOp,
+    WriteReport,
 };
+use rag_pipeline::testing::{FlatIndex, HashEmbedder};
 
 /// Test documents without an ACL belong to this tenant.
 const DEFAULT_TENANT: &str = "acme";
@@ -30,12 +31,9 @@ struct Revoked<'a> {
     doc: DocKey,
 }
 
-impl VectorIndex for Revoked<'_> {
+impl VectorIndexRead for Revoked<'_> {
     fn fingerprint(&self) -> &ModelFingerprint {
         self.inner.fingerprint()
-    }
-    fn apply(&self, op: WriteOp) -> rag_core::Result<WriteReport> {
-        self.inner.apply(op)
     }
     fn search(&self, q: &Embedding, k: usize, f: &AccessFilter) -> rag_core::Result<SearchResult> {
         self.inner.search(q, k, f)
@@ -51,6 +49,12 @@ impl VectorIndex for Revoked<'_> {
     }
     fn stats(&self) -> IndexStats {
         self.inner.stats()
+    }
+}
+
+impl VectorIndex for Revoked<'_> {
+    fn apply(&self, op: WriteOp) -> rag_core::Result<WriteReport> {
+        self.inner.apply(op)
     }
 }
 

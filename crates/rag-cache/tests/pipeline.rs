@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rag_cache::{CacheConfig, SemanticCache};
-use rag_core::pipeline::{Pipeline, PipelineConfig, QueryOptions};
-use rag_core::testing::{EchoGenerator, FlatIndex, HashEmbedder, OpenResolver};
 use rag_core::{
     AccessFilter, Acl, DocId, DocKey, DocumentInfo, Embedder, Embedding, Error, IndexStats,
-    Metadata, ModelFingerprint, Principal, RecursiveChunker, SearchResult, VectorIndex,
-    WordCounter, WriteOp, WriteReport,
+    Metadata, ModelFingerprint, Principal, SearchResult, VectorIndex, VectorIndexRead, WordCounter,
+    WriteOp, WriteReport,
 };
+use rag_pipeline::RecursiveChunker;
+use rag_pipeline::testing::{EchoGenerator, FlatIndex, HashEmbedder, OpenResolver};
+use rag_pipeline::{Pipeline, PipelineConfig, QueryOptions};
 
 const ALPHA: &str = "alpha bravo charlie delta echo foxtrot golf hotel";
 const SECRET: &str = "alpha bravo charlie salary of the chief is ninety thousand";
@@ -190,19 +191,9 @@ struct FailsAfterPublish {
     fail: AtomicBool,
 }
 
-impl VectorIndex for FailsAfterPublish {
+impl VectorIndexRead for FailsAfterPublish {
     fn fingerprint(&self) -> &ModelFingerprint {
         self.inner.fingerprint()
-    }
-    fn apply(&self, op: WriteOp) -> rag_core::Result<WriteReport> {
-        let r = self.inner.apply(op)?;
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(Error::Transient {
-                stage: rag_core::Stage::Index,
-                source: "published, then the log sync failed".into(),
-            });
-        }
-        Ok(r)
     }
     fn search(&self, q: &Embedding, k: usize, f: &AccessFilter) -> rag_core::Result<SearchResult> {
         self.inner.search(q, k, f)
@@ -212,6 +203,19 @@ impl VectorIndex for FailsAfterPublish {
     }
     fn stats(&self) -> IndexStats {
         self.inner.stats()
+    }
+}
+
+impl VectorIndex for FailsAfterPublish {
+    fn apply(&self, op: WriteOp) -> rag_core::Result<WriteReport> {
+        let r = self.inner.apply(op)?;
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(Error::Transient {
+                stage: rag_core::Stage::Index,
+                source: "published, then the log sync failed".into(),
+            });
+        }
+        Ok(r)
     }
 }
 

@@ -122,6 +122,27 @@ pub struct GenerationRequest {
     pub messages: Vec<ChatMessage>,
     /// Sampling settings.
     pub params: SamplingParams,
+    /// When the answer is due: a generator stops (or never starts) past it, and a
+    /// remote one gives its HTTP request no longer than what is left. The pipeline
+    /// sets it from its latency budget.
+    pub deadline: Option<std::time::Instant>,
+}
+
+impl GenerationRequest {
+    /// A request without a deadline.
+    pub fn new(messages: Vec<ChatMessage>, params: SamplingParams) -> Self {
+        Self {
+            messages,
+            params,
+            deadline: None,
+        }
+    }
+
+    /// The time left before the deadline: `None` without one, zero once past it.
+    pub fn time_left(&self) -> Option<std::time::Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(std::time::Instant::now()))
+    }
 }
 
 /// Whether generation should go on after a token.

@@ -92,6 +92,51 @@ pub struct Document {
 }
 
 impl Document {
+    /// Version 1 of a text document without an ACL: visible to nobody until one of
+    /// the `readable_by_*` methods (or [`Document::with_acl`]) says who may read it.
+    pub fn new(tenant: impl Into<TenantId>, id: impl Into<DocId>, text: impl Into<String>) -> Self {
+        Self {
+            tenant: tenant.into(),
+            id: id.into(),
+            version: 1,
+            text: text.into(),
+            metadata: Metadata::default(),
+            acl: None,
+        }
+    }
+
+    /// Sets the version.
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Sets the ACL.
+    pub fn with_acl(mut self, acl: Acl) -> Self {
+        self.acl = Some(acl);
+        self
+    }
+
+    /// Lets members of `group` (of the document's tenant) read it.
+    pub fn readable_by_group(mut self, group: impl Into<crate::ids::GroupId>) -> Self {
+        let acl = self
+            .acl
+            .take()
+            .unwrap_or_else(|| Acl::new(self.tenant.clone()));
+        self.acl = Some(acl.allow_group(group));
+        self
+    }
+
+    /// Lets `user` (of the document's tenant) read it.
+    pub fn readable_by_user(mut self, user: impl Into<crate::ids::UserId>) -> Self {
+        let acl = self
+            .acl
+            .take()
+            .unwrap_or_else(|| Acl::new(self.tenant.clone()));
+        self.acl = Some(acl.allow_user(user));
+        self
+    }
+
     /// A document from raw bytes, which must be UTF-8: invalid UTF-8 is an error
     /// naming the first bad byte, never a lossy conversion.
     pub fn from_bytes(

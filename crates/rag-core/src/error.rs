@@ -269,4 +269,43 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Transient { .. })
     }
+
+    /// The small set a service turns into statuses.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidInput(_) | Error::Unsupported { .. } => ErrorKind::InvalidInput,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Denied { .. } => ErrorKind::Denied,
+            Error::Transient { .. } => ErrorKind::Unavailable,
+            Error::Backend { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+/// What a caller of a service should do about an [`Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Fix the request (HTTP 400).
+    InvalidInput,
+    /// Not permitted (HTTP 403).
+    Denied,
+    /// No such thing, or not one the caller may see (HTTP 404).
+    NotFound,
+    /// Retry later (HTTP 503).
+    Unavailable,
+    /// A fault of the service (HTTP 500).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status a service answers with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidInput => 400,
+            ErrorKind::Denied => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Internal => 500,
+        }
+    }
 }

@@ -25,16 +25,13 @@
 mod access;
 mod answer;
 mod audit;
-mod chunking;
+mod authz;
 mod document;
 mod embedding;
 mod error;
 mod hit;
 mod ids;
-pub mod pipeline;
 mod retrieval;
-#[cfg(feature = "testing")]
-pub mod testing;
 mod traits;
 mod write;
 
@@ -44,16 +41,16 @@ pub use answer::{
     SamplingParams, TokenControl,
 };
 pub use audit::{AnswerDecision, AnswerRecord, AuditFailure, AuditSink};
-pub use chunking::{EmbedderTokens, MarkdownChunker, RecursiveChunker, TokenCounter, WordCounter};
+pub use authz::{Grants, Operation, ParseRoleError, ServiceRole, authorize};
 pub use document::{AttrValue, Chunk, ContentHash, Document, Metadata, Span};
 pub use embedding::{Embedding, ModelFingerprint, ModelId};
-pub use error::{BoxError, Error, InvalidInput, Result, Stage};
+pub use error::{BoxError, Error, ErrorKind, InvalidInput, Result, Stage};
 pub use hit::{Hit, SearchResult, SearchStrategy};
 pub use ids::{ChunkId, DocId, DocKey, GroupId, RoleId, TenantId, UserId};
 pub use retrieval::{Fusion, RetrievalMode, SearchRequest, reciprocal_rank_fusion};
 pub use traits::{
-    AccessResolver, AnswerCache, CacheKey, Chunker, Device, DocumentInfo, Embedder, Generator,
-    IndexStats, VectorIndex,
+    AccessResolver, AnswerCache, CacheKey, Chunker, Device, DocumentInfo, Embedder, EmbedderTokens,
+    Generator, IndexStats, TokenCounter, VectorIndex, VectorIndexRead, WordCounter,
 };
 pub use write::{
     DeletePredicate, DocumentUpdate, EmbeddedChunk, MAX_ACL_TAGS, MAX_TAG_BYTES, WriteOp,

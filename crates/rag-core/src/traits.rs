@@ -2,6 +2,7 @@
 //! Pipelines hold them as `Arc<dyn Trait>`.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::access::{AccessFilter, Acl, Principal};
 use crate::answer::{Answer, Generation, GenerationRequest, TokenControl};
@@ -105,13 +106,11 @@ pub struct IndexStats {
     pub tombstones: usize,
 }
 
-/// A vector index with a chunk store, searched through an access filter.
-pub trait VectorIndex: Send + Sync {
+/// The read half of a vector index: what a search, a cache check or a replica
+/// serving queries needs. Every [`VectorIndex`] is one.
+pub trait VectorIndexRead: Send + Sync {
     /// The embedding model the index was built for.
     fn fingerprint(&self) -> &ModelFingerprint;
-
-    /// Applies one write.
-    fn apply(&self, op: WriteOp) -> Result<WriteReport>;
 
     /// The `k` chunks most similar to `query` among those `filter` may see. The filter
     /// is applied inside the search, so `min(k, visible)` hits come back.
@@ -133,6 +132,13 @@ pub trait VectorIndex: Send + Sync {
 
     /// Current counters.
     fn stats(&self) -> IndexStats;
+}
+
+/// A vector index with a chunk store, searched through an access filter: the read
+/// half ([`VectorIndexRead`]) and the writes.
+pub trait VectorIndex: VectorIndexRead {
+    /// Applies one write.
+    fn apply(&self, op: WriteOp) -> Result<WriteReport>;
 
     /// Inserts or replaces documents.
     fn upsert(&self, docs: Vec<DocumentUpdate>) -> Result<WriteReport> {
@@ -186,10 +192,46 @@ pub trait AnswerCache: Send + Sync {
     /// A cached answer for a close enough question with the same scope, model and
     /// settings, every one of whose sources (its provenance and citations) `index`
     /// confirms is current and visible.
-    fn lookup(&self, key: &CacheKey<'_>, index: &dyn VectorIndex) -> Result<Option<Answer>>;
+    fn lookup(&self, key: &CacheKey<'_>, index: &dyn VectorIndexRead) -> Result<Option<Answer>>;
     /// Stores an answer.
     fn store(&self, key: &CacheKey<'_>, answer: &Answer) -> Result<()>;
     /// Drops every entry made from one of `docs` (cited or not); returns how many
     /// were dropped.
     fn invalidate(&self, docs: &BTreeSet<DocKey>) -> Result<usize>;
+}
+
+/// Counts the tokens a text costs. Every token covers at least one byte of the text
+/// (true of WordPiece, byte-level BPE and SentencePiece), so a text of `n` bytes never
+/// counts more than `n`: chunkers skip counting texts shorter than their budget.
+pub trait TokenCounter: Send + Sync {
+    /// Tokens in `text`, without any special tokens a model adds around an input.
+    fn count(&self, text: &str) -> Result<usize>;
+}
+
+/// Counts whitespace-separated words: a tokenizer-free budget.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WordCounter;
+
+impl TokenCounter for WordCounter {
+    fn count(&self, text: &str) -> Result<usize> {
+        Ok(text.split_whitespace().count())
+    }
+}
+
+/// Counts with an embedder's own tokenizer.
+#[derive(Clone)]
+pub struct EmbedderTokens(pub Arc<dyn Embedder>);
+
+impl std::fmt::Debug for EmbedderTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("EmbedderTokens")
+            .field(&self.0.fingerprint().name())
+            .finish()
+    }
+}
+
+impl TokenCounter for EmbedderTokens {
+    fn count(&self, text: &str) -> Result<usize> {
+        self.0.count_tokens(text)
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use rag_core::{
     AccessFilter, DocKey, DocumentInfo, Embedding, IndexStats, ModelFingerprint, SearchRequest,
-    SearchResult, VectorIndex, WriteOp, WriteReport,
+    SearchResult, VectorIndex, VectorIndexRead, WriteOp, WriteReport,
 };
 
 use crate::config::IndexConfig;
@@ -145,13 +145,9 @@ impl HnswIndex {
     }
 }
 
-impl VectorIndex for HnswIndex {
+impl VectorIndexRead for HnswIndex {
     fn fingerprint(&self) -> &ModelFingerprint {
         &self.fingerprint
-    }
-
-    fn apply(&self, op: WriteOp) -> rag_core::Result<WriteReport> {
-        Ok(self.apply_one(op.into())?)
     }
 
     fn search(
@@ -195,5 +191,11 @@ impl VectorIndex for HnswIndex {
             sequence: s.sequence,
             tombstones: s.tombstones,
         }
+    }
+}
+
+impl VectorIndex for HnswIndex {
+    fn apply(&self, op: WriteOp) -> rag_core::Result<WriteReport> {
+        Ok(self.apply_one(op.into())?)
     }
 }

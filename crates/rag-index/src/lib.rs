@@ -16,14 +16,15 @@
 //!   documents from every file.
 //! * A tantivy BM25 index of the chunks' text gives lexical search, and hybrid search
 //!   fuses both legs by reciprocal rank fusion
-//!   ([`VectorIndex::retrieve`](rag_core::VectorIndex::retrieve)); the same compiled
+//!   ([`VectorIndexRead::retrieve`](rag_core::VectorIndexRead::retrieve)); the same compiled
 //!   filter is applied inside the lexical search.
 //! * The index is bound to one embedding model's fingerprint.
 //!
 //! ```
-//! use rag_core::testing::HashEmbedder;
+//! use rag_pipeline::testing::HashEmbedder;
 //! use rag_core::{AccessFilter, Acl, Chunk, ChunkId, DocId, DocKey, DocumentUpdate,
-//!     EmbeddedChunk, Embedder, Metadata, Principal, SearchRequest, Span, VectorIndex};
+//!     EmbeddedChunk, Embedder, Metadata, Principal, SearchRequest, Span, VectorIndex,
+//!     VectorIndexRead};
 //! use rag_index::{DurableIndex, HnswIndex, IndexConfig, StoreOptions};
 //!
 //! let embedder = HashEmbedder::new(32)?;

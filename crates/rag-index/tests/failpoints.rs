@@ -10,7 +10,7 @@ use std::path::Path;
 
 use rag_core::{
     Acl, Chunk, DocKey, DocumentUpdate, EmbeddedChunk, Embedding, Error, Metadata,
-    ModelFingerprint, VectorIndex,
+    ModelFingerprint, VectorIndex, VectorIndexRead,
 };
 use rag_index::{DurableIndex, IndexConfig, IndexError, StoreError, StoreOptions};
 

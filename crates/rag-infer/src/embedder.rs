@@ -66,7 +66,7 @@ impl EmbedderConfig {
 
     /// The dense-retrieval abstention floor for the pinned all-MiniLM-L6-v2: below
     /// this cosine similarity of the best passage, a question is not answered from
-    /// the passages (`rag_core::pipeline::Abstention::dense`).
+    /// the passages (`rag_pipeline::Abstention::dense`).
     ///
     /// Calibrated with `cargo run --release -p rag-benches --bin answers --
     /// --systems extractive --limit 300 --unanswerable 150` on

@@ -458,6 +458,10 @@ impl OnnxGenerator {
             let mut first_token = None;
             let mut finish = FinishReason::MaxTokens;
             while out.len() < max_new {
+                if request.deadline.is_some_and(|d| Instant::now() >= d) {
+                    finish = FinishReason::Cancelled;
+                    break;
+                }
                 guard(&mut logits, &out, p.repetition_penalty, p.no_repeat_ngram);
                 let next = sample(&logits, p.temperature, p.top_p, &mut rng);
                 first_token.get_or_insert_with(|| started.elapsed());

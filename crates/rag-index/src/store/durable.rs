@@ -10,7 +10,7 @@ use fs_err as fs;
 use parking_lot::Mutex;
 use rag_core::{
     AccessFilter, DocKey, DocumentInfo, Embedding, IndexStats, ModelFingerprint, SearchRequest,
-    SearchResult, VectorIndex, WriteOp, WriteReport,
+    SearchResult, VectorIndex, VectorIndexRead, WriteOp, WriteReport,
 };
 
 use crate::config::IndexConfig;
@@ -614,13 +614,9 @@ impl Drop for DurableIndex {
     }
 }
 
-impl VectorIndex for DurableIndex {
+impl VectorIndexRead for DurableIndex {
     fn fingerprint(&self) -> &ModelFingerprint {
         self.index.fingerprint()
-    }
-
-    fn apply(&self, op: WriteOp) -> rag_core::Result<WriteReport> {
-        Ok(self.write(op)?)
     }
 
     fn search(
@@ -646,5 +642,11 @@ impl VectorIndex for DurableIndex {
 
     fn stats(&self) -> IndexStats {
         self.index.stats()
+    }
+}
+
+impl VectorIndex for DurableIndex {
+    fn apply(&self, op: WriteOp) -> rag_core::Result<WriteReport> {
+        Ok(self.write(op)?)
     }
 }

@@ -2,7 +2,7 @@
 
 use rag_core::{
     AccessFilter, Acl, ChunkId, Embedding, Fusion, InvalidInput, ModelId, Principal, SearchRequest,
-    VectorIndex,
+    VectorIndexRead,
 };
 use rag_index::{HnswIndex, IndexConfig, IndexError};
 
@@ -271,7 +271,7 @@ fn lexical_requests_without_text_or_with_lexical_off() {
         Err(IndexError::LexicalDisabled)
     ));
     assert!(matches!(
-        VectorIndex::retrieve(&off, &SearchRequest::lexical("w1", 5), &eng()),
+        VectorIndexRead::retrieve(&off, &SearchRequest::lexical("w1", 5), &eng()),
         Err(rag_core::Error::Unsupported { .. })
     ));
     // Dense search still works without the lexical leg.

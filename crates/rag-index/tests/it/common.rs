@@ -1,11 +1,11 @@
 //! Builders shared by the integration tests.
 
-use rag_core::testing::FlatIndex;
 use rag_core::{
     AccessFilter, Acl, AttrValue, Chunk, ChunkId, DocId, DocKey, DocumentUpdate, EmbeddedChunk,
-    Embedding, Metadata, ModelFingerprint, SearchResult, Span, VectorIndex,
+    Embedding, Metadata, ModelFingerprint, SearchResult, Span, VectorIndexRead,
 };
 use rag_index::{HnswIndex, IndexConfig};
+use rag_pipeline::testing::FlatIndex;
 
 pub const DIMS: usize = 8;
 

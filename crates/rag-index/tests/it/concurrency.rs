@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use rag_core::{AccessFilter, Acl, Principal, SearchRequest, VectorIndex};
+use rag_core::{AccessFilter, Acl, Principal, SearchRequest, VectorIndex, VectorIndexRead};
 use rag_index::{HnswIndex, IndexConfig, SearchMode};
 
 use crate::common::*;

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use rag_core::{
     AccessFilter, Acl, DeletePredicate, DocKey, Principal, SearchRequest, SearchStrategy,
-    VectorIndex,
+    VectorIndex, VectorIndexRead,
 };
 use rag_index::SearchMode;
 

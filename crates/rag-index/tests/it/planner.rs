@@ -1,8 +1,8 @@
 //! The planner's choices, the graph path's recall, and compaction.
 
-use rag_core::testing::FlatIndex;
-use rag_core::{AccessFilter, Acl, Principal, SearchStrategy, VectorIndex};
+use rag_core::{AccessFilter, Acl, Principal, SearchStrategy, VectorIndex, VectorIndexRead};
 use rag_index::{HnswIndex, IndexConfig, SearchMode};
+use rag_pipeline::testing::FlatIndex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

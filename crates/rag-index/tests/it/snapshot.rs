@@ -4,6 +4,7 @@ use std::path::Path;
 
 use rag_core::{
     AccessFilter, Acl, AttrValue, DocKey, ModelFingerprint, Principal, SearchRequest, VectorIndex,
+    VectorIndexRead,
 };
 use rag_index::{HnswIndex, IndexConfig, IndexError, Manifest, SearchMode, SnapshotError};
 use rand::rngs::StdRng;

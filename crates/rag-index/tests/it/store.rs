@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rag_core::{
     AccessFilter, Acl, AttrValue, DeletePredicate, DocKey, Error, InvalidInput, Principal,
-    VectorIndex,
+    VectorIndex, VectorIndexRead,
 };
 use rag_index::{
     Durability, DurableIndex, HnswIndex, IndexError, RecoveryReport, SearchMode, StoreError,
@@ -603,9 +603,10 @@ fn format_1_snapshot_fixture_still_loads() {
 fn a_restart_then_a_reingest_of_unchanged_documents_embeds_nothing() {
     use std::sync::Arc;
 
-    use rag_core::pipeline::Pipeline;
-    use rag_core::testing::{HashEmbedder, OpenResolver};
-    use rag_core::{Document, Embedder, RecursiveChunker, WordCounter};
+    use rag_core::{Document, Embedder, WordCounter};
+    use rag_pipeline::Pipeline;
+    use rag_pipeline::RecursiveChunker;
+    use rag_pipeline::testing::{HashEmbedder, OpenResolver};
 
     let dir = tempfile::tempdir().unwrap();
     let embedder = Arc::new(HashEmbedder::new(16).unwrap());

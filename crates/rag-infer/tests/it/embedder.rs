@@ -245,7 +245,7 @@ fn counts_tokens_without_truncation_and_chunks_to_the_model_budget() {
     // model would truncate, and its spans are exact.
     let text = "Sentences about graphs and indexes. ".repeat(300) + &"Ωmega".repeat(400);
     let chunker =
-        rag_core::RecursiveChunker::new(200, 20, std::sync::Arc::new(CountWith(e))).unwrap();
+        rag_pipeline::RecursiveChunker::new(200, 20, std::sync::Arc::new(CountWith(e))).unwrap();
     let spans = chunker.split(&text).unwrap();
     assert!(spans.len() > 10);
     for r in spans {

@@ -31,6 +31,7 @@ fn ask(question: &str, params: SamplingParams) -> GenerationRequest {
             content: question.into(),
         }],
         params,
+        deadline: None,
     }
 }
 

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use crate::answer::SamplingParams;
-use crate::audit::AuditFailure;
-use crate::error::InvalidInput;
-use crate::retrieval::{Fusion, RetrievalMode};
+use rag_core::AuditFailure;
+use rag_core::InvalidInput;
+use rag_core::SamplingParams;
+use rag_core::{Fusion, RetrievalMode};
 
 /// What to do with a question over [`PipelineConfig::max_question_bytes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,10 +1,10 @@
 //! Prompt assembly within the generator's context window, citation markers, and
 //! the extractive fallback answer.
 
-use crate::answer::{Answer, ChatMessage, Citation, Role};
-use crate::error::Result;
-use crate::hit::Hit;
-use crate::traits::Generator;
+use rag_core::Generator;
+use rag_core::Hit;
+use rag_core::Result;
+use rag_core::{Answer, ChatMessage, Citation, Role};
 
 /// Tokens kept free for the chat template's own markers.
 const TEMPLATE_RESERVE: usize = 32;
@@ -74,6 +74,20 @@ fn citation(hit: &Hit) -> Citation {
     }
 }
 
+/// `text` without the `[n]` markers that name no passage of `passages`.
+pub(crate) fn strip_markers(text: &str, passages: usize) -> String {
+    let mut clean = String::with_capacity(text.len());
+    let mut at = 0;
+    for (range, n) in markers(text) {
+        if !(1..=passages).contains(&n) {
+            clean.push_str(&text[at..range.start]);
+            at = range.end;
+        }
+    }
+    clean.push_str(&text[at..]);
+    clean
+}
+
 /// The `[n]` markers in a text, in order of appearance (`n` as written).
 fn markers(text: &str) -> Vec<(std::ops::Range<usize>, usize)> {
     let bytes = text.as_bytes();
@@ -108,21 +122,15 @@ pub(crate) fn citations(text: &str, used: &[Hit]) -> (String, Vec<Citation>) {
     if found.is_empty() {
         return (text.to_owned(), used.iter().map(citation).collect());
     }
-    let mut cited: Vec<usize> = Vec::new();
-    let mut clean = String::with_capacity(text.len());
-    let mut at = 0;
-    for (range, n) in found {
-        if (1..=used.len()).contains(&n) {
-            if !cited.contains(&n) {
-                cited.push(n);
-            }
-        } else {
-            clean.push_str(&text[at..range.start]);
-            at = range.end;
-        }
-    }
-    clean.push_str(&text[at..]);
+    let mut cited: Vec<usize> = found
+        .iter()
+        .map(|(_, n)| *n)
+        .filter(|n| (1..=used.len()).contains(n))
+        .collect();
+    cited.dedup();
+    let clean = strip_markers(text, used.len());
     cited.sort_unstable();
+    cited.dedup();
     (
         clean,
         cited.into_iter().map(|n| citation(&used[n - 1])).collect(),
@@ -171,8 +179,8 @@ pub(crate) fn nothing_found() -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::document::Span;
-    use crate::ids::{ChunkId, DocId};
+    use rag_core::Span;
+    use rag_core::{ChunkId, DocId};
 
     fn hit(id: &str) -> Hit {
         Hit {

@@ -7,10 +7,10 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::{Pipeline, observe};
-use crate::document::{AttrValue, ContentHash, Document};
-use crate::error::{Error, InvalidInput, Result, Stage};
-use crate::ids::DocKey;
-use crate::write::{DocumentUpdate, EmbeddedChunk};
+use rag_core::DocKey;
+use rag_core::{AttrValue, ContentHash, Document};
+use rag_core::{DocumentUpdate, EmbeddedChunk};
+use rag_core::{Error, InvalidInput, Result, Stage};
 
 /// What an ingestion did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -99,7 +99,7 @@ impl Pipeline {
         let _enter = span.enter();
         let mut seen = HashSet::new();
         for d in &docs {
-            crate::write::check_key(&d.tenant, &d.id, d.acl.as_ref())?;
+            rag_core::check_key(&d.tenant, &d.id, d.acl.as_ref())?;
             if !seen.insert(d.key()) {
                 return Err(InvalidInput::DuplicateDocument {
                     doc_id: d.id.clone(),
@@ -255,8 +255,8 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::Acl;
-    use crate::document::Metadata;
+    use rag_core::Acl;
+    use rag_core::Metadata;
 
     fn doc() -> Document {
         Document {

@@ -5,13 +5,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{Pipeline, QuestionPolicy, observe, prompt};
-use crate::access::{AccessFilter, Principal};
-use crate::answer::{Answer, GenerationRequest, SamplingParams, TokenControl};
-use crate::audit::{AnswerDecision, AnswerRecord, AuditFailure};
-use crate::error::{Error, InvalidInput, Result, Stage};
-use crate::hit::{SearchResult, SearchStrategy};
-use crate::retrieval::{RetrievalMode, SearchRequest};
-use crate::traits::CacheKey;
+use crate::stream::{QueryEvent, TextFilter};
+use rag_core::CacheKey;
+use rag_core::{AccessFilter, Principal};
+use rag_core::{Answer, GenerationRequest, SamplingParams, TokenControl};
+use rag_core::{AnswerDecision, AnswerRecord, AuditFailure};
+use rag_core::{Error, InvalidInput, Result, Stage};
+use rag_core::{RetrievalMode, SearchRequest};
+use rag_core::{SearchResult, SearchStrategy};
 
 /// Per-query choices; `None` takes the pipeline's setting.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -37,6 +38,12 @@ pub enum Degradation {
         /// Chunks asked for.
         to: usize,
     },
+    /// Generation stopped after part of the answer was streamed (a failure or the
+    /// latency budget): the answer is the part shown, uncached.
+    Truncated {
+        /// Why generation stopped, as for [`Degradation::Extractive`].
+        reason: String,
+    },
     /// The answer quotes the top chunks instead of being generated.
     Extractive {
         /// Why generation was not used: the kind of failure, never a backend's
@@ -49,6 +56,7 @@ impl Degradation {
     fn label(&self) -> &'static str {
         match self {
             Degradation::SmallerRetrieval { .. } => "smaller_retrieval",
+            Degradation::Truncated { .. } => "truncated",
             Degradation::Extractive { .. } => "extractive",
         }
     }
@@ -78,6 +86,9 @@ pub enum AnswerKind {
     Abstained,
     /// The caller may read nothing that matches.
     NothingVisible,
+    /// The caller stopped a streamed answer; the answer holds what was streamed
+    /// before, and is not cached.
+    Cancelled,
 }
 
 /// An answer with how it was made.
@@ -100,6 +111,34 @@ pub struct QueryAnswer {
     pub timings: Vec<StageTiming>,
     /// Degradation steps taken, in order.
     pub degradations: Vec<Degradation>,
+}
+
+/// Streams an answer made whole (cached, extractive, abstained, nothing found):
+/// its sources (unless already sent), then its text as one piece.
+fn send_whole(
+    sink: &mut dyn FnMut(QueryEvent<'_>) -> TokenControl,
+    answer: &Answer,
+    with_sources: bool,
+) {
+    if with_sources {
+        let sources: Vec<_> = answer.sources().cloned().collect();
+        if sink(QueryEvent::Retrieved { sources: &sources }) == TokenControl::Stop {
+            return;
+        }
+    }
+    sink(QueryEvent::Token(&answer.text));
+}
+
+/// How generation ended.
+enum Generated {
+    /// A whole answer.
+    Done(Answer),
+    /// Part of an answer was streamed before generation stopped.
+    Truncated(Answer, String),
+    /// The caller stopped the stream.
+    Cancelled(Answer),
+    /// Nothing was streamed; the answer falls back to quoting.
+    Failed(String),
 }
 
 struct Clock {
@@ -158,11 +197,29 @@ impl Pipeline {
         question: &str,
         options: &QueryOptions,
     ) -> Result<QueryAnswer> {
+        self.query_stream(principal, question, options, &mut |_| {
+            TokenControl::Continue
+        })
+    }
+
+    /// [`Pipeline::query`], reporting as it goes: first the passages retrieved
+    /// ([`QueryEvent::Retrieved`]), then the answer's text piece by piece
+    /// ([`QueryEvent::Token`]; the pieces concatenate to the returned answer's
+    /// text). Returning [`TokenControl::Stop`] from `on_event` stops generation
+    /// within one token; the answer is then [`AnswerKind::Cancelled`] and not
+    /// cached.
+    pub fn query_stream(
+        &self,
+        principal: &Principal,
+        question: &str,
+        options: &QueryOptions,
+        on_event: &mut dyn FnMut(QueryEvent<'_>) -> TokenControl,
+    ) -> Result<QueryAnswer> {
         let span = tracing::info_span!("rag.query.process");
         let _enter = span.enter();
         let start = Instant::now();
         let asked_at = SystemTime::now();
-        let result = self.query_inner(principal, question, options, start);
+        let result = self.query_inner(principal, question, options, start, on_event);
         let result = self.audit_answer(principal, question, asked_at, result);
         observe::stage("query", result.is_ok(), start.elapsed());
         if let Ok(a) = &result {
@@ -192,7 +249,10 @@ impl Pipeline {
                 let decision = match a.kind {
                     AnswerKind::Abstained => AnswerDecision::Abstained,
                     AnswerKind::NothingVisible => AnswerDecision::NothingVisible,
-                    AnswerKind::Generated | AnswerKind::Extractive => AnswerDecision::Answered,
+                    // A cancelled answer still showed its sources and some text.
+                    AnswerKind::Generated | AnswerKind::Extractive | AnswerKind::Cancelled => {
+                        AnswerDecision::Answered
+                    }
                 };
                 (decision, served, a.from_cache)
             }
@@ -236,6 +296,7 @@ impl Pipeline {
         question: &str,
         options: &QueryOptions,
         start: Instant,
+        sink: &mut dyn FnMut(QueryEvent<'_>) -> TokenControl,
     ) -> Result<QueryAnswer> {
         let question = self.check_question(question)?;
         let mut clock = Clock {
@@ -271,6 +332,7 @@ impl Pipeline {
             let hit = clock.run("cache_lookup", || cache.lookup(&key, self.index.as_ref()))?;
             self.count_lookup(hit.is_some());
             if let Some(answer) = hit {
+                send_whole(sink, &answer, true);
                 return Ok(QueryAnswer {
                     answer,
                     kind: AnswerKind::Generated,
@@ -299,8 +361,10 @@ impl Pipeline {
             self.retrieve(mode, &embedding, question, k, &filter)
         })?;
         let Some(top_score) = result.hits.first().map(|h| h.score) else {
+            let answer = prompt::nothing_found();
+            send_whole(sink, &answer, true);
             return Ok(QueryAnswer {
-                answer: prompt::nothing_found(),
+                answer,
                 kind: AnswerKind::NothingVisible,
                 top_score: None,
                 from_cache: false,
@@ -316,8 +380,10 @@ impl Pipeline {
             .floor(mode)
             .is_some_and(|floor| top_score < floor)
         {
+            let answer = prompt::abstained();
+            send_whole(sink, &answer, true);
             return Ok(QueryAnswer {
-                answer: prompt::abstained(),
+                answer,
                 kind: AnswerKind::Abstained,
                 top_score: Some(top_score),
                 from_cache: false,
@@ -328,10 +394,11 @@ impl Pipeline {
             });
         }
 
+        let mut sent_sources = false;
         let generated = match &self.generator {
-            None => Err("no generator is configured".to_owned()),
+            None => Generated::Failed("no generator is configured".to_owned()),
             Some(_) if clock.spent() >= 1.0 => {
-                Err("the latency budget was spent before generation".to_owned())
+                Generated::Failed("the latency budget was spent before generation".to_owned())
             }
             Some(g) => {
                 let context = clock.run("context", || {
@@ -344,52 +411,26 @@ impl Pipeline {
                         self.config.max_answer_tokens,
                     )
                 })?;
-                let deadline = clock.start + clock.budget;
-                let mut overran = false;
-                let out = clock.run("generate", || {
-                    let _s = tracing::info_span!("rag.generation.create").entered();
-                    g.generate(
-                        &GenerationRequest {
-                            messages: context.messages.clone(),
-                            params: SamplingParams {
-                                max_new_tokens: self.config.max_answer_tokens,
-                                ..self.config.sampling.clone()
-                            },
-                        },
-                        &mut |_| {
-                            if Instant::now() >= deadline {
-                                overran = true;
-                                TokenControl::Stop
-                            } else {
-                                TokenControl::Continue
-                            }
-                        },
-                    )
-                });
-                match out {
-                    Ok(_) if overran => Err("generation overran the latency budget".to_owned()),
-                    Ok(out) if out.text.trim().is_empty() => {
-                        Err("the generator returned no text".to_owned())
-                    }
-                    Ok(out) => {
-                        let (text, citations) = prompt::citations(&out.text, &context.used);
-                        Ok(Answer {
-                            citations,
-                            provenance: prompt::provenance(&context.used),
-                            text: text.trim().to_owned(),
-                        })
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "generation failed");
-                        Err(format!("generation failed ({})", e.summary()))
-                    }
+                let provenance = prompt::provenance(&context.used);
+                sent_sources = true;
+                if sink(QueryEvent::Retrieved {
+                    sources: &provenance,
+                }) == TokenControl::Stop
+                {
+                    Generated::Cancelled(Answer {
+                        text: String::new(),
+                        citations: Vec::new(),
+                        provenance,
+                    })
+                } else {
+                    self.generate(g.as_ref(), &mut clock, &context, provenance, sink)
                 }
             }
         };
         let _assemble = tracing::info_span!("rag.response.assemble").entered();
         let mut kind = AnswerKind::Generated;
         let answer = match generated {
-            Ok(answer) => {
+            Generated::Done(answer) => {
                 // An answer made under budget pressure (fewer chunks) is not what
                 // the key promises a later asker: serve it, cache it not.
                 if let Some(cache) = cache.filter(|_| degradations.is_empty()) {
@@ -397,11 +438,22 @@ impl Pipeline {
                 }
                 answer
             }
-            Err(reason) => {
+            Generated::Truncated(answer, reason) => {
+                tracing::warn!(%reason, "answer truncated after streaming began");
+                degradations.push(Degradation::Truncated { reason });
+                answer
+            }
+            Generated::Cancelled(answer) => {
+                kind = AnswerKind::Cancelled;
+                answer
+            }
+            Generated::Failed(reason) => {
                 tracing::warn!(%reason, "answering extractively");
                 degradations.push(Degradation::Extractive { reason });
                 kind = AnswerKind::Extractive;
-                prompt::extractive(&result.hits, 3)
+                let answer = prompt::extractive(&result.hits, 3);
+                send_whole(sink, &answer, !sent_sources);
+                answer
             }
         };
         Ok(QueryAnswer {
@@ -414,6 +466,100 @@ impl Pipeline {
             timings: clock.timings,
             degradations,
         })
+    }
+
+    /// Generates from `context`, streaming cleaned pieces to `sink`.
+    fn generate(
+        &self,
+        g: &dyn rag_core::Generator,
+        clock: &mut Clock,
+        context: &prompt::Context,
+        provenance: Vec<rag_core::Citation>,
+        sink: &mut dyn FnMut(QueryEvent<'_>) -> TokenControl,
+    ) -> Generated {
+        let deadline = clock.start + clock.budget;
+        let mut overran = false;
+        let mut cancelled = false;
+        let mut filter = TextFilter::new(context.used.len());
+        let out = clock.run("generate", || {
+            let _s = tracing::info_span!("rag.generation.create").entered();
+            g.generate(
+                &GenerationRequest {
+                    messages: context.messages.clone(),
+                    params: SamplingParams {
+                        max_new_tokens: self.config.max_answer_tokens,
+                        ..self.config.sampling.clone()
+                    },
+                    deadline: Some(deadline),
+                },
+                &mut |piece| {
+                    if Instant::now() >= deadline {
+                        overran = true;
+                        return TokenControl::Stop;
+                    }
+                    if let Some(shown) = filter.push(piece)
+                        && sink(QueryEvent::Token(&shown)) == TokenControl::Stop
+                    {
+                        cancelled = true;
+                        return TokenControl::Stop;
+                    }
+                    TokenControl::Continue
+                },
+            )
+        });
+        let answer = |filter: &TextFilter, provenance: Vec<rag_core::Citation>| {
+            let (_, citations) = prompt::citations(filter.raw(), &context.used);
+            Answer {
+                text: filter.text().to_owned(),
+                citations,
+                provenance,
+            }
+        };
+        // A generator that stopped itself at the request's deadline overran too.
+        let overran = overran
+            || matches!(&out, Ok(g) if g.finish == rag_core::FinishReason::Cancelled && !cancelled);
+        match out {
+            Ok(_) if cancelled => Generated::Cancelled(answer(&filter, provenance)),
+            Ok(_) if overran && filter.emitted_any() => Generated::Truncated(
+                answer(&filter, provenance),
+                "generation overran the latency budget".to_owned(),
+            ),
+            Ok(_) if overran => {
+                Generated::Failed("generation overran the latency budget".to_owned())
+            }
+            Ok(out) => {
+                // A generator that did not stream (or streamed a prefix) is given
+                // the rest of its text now.
+                if let Some(rest) = out.text.strip_prefix(filter.raw()) {
+                    let rest = rest.to_owned();
+                    if let Some(shown) = filter.push(&rest) {
+                        sink(QueryEvent::Token(&shown));
+                    }
+                } else {
+                    tracing::debug!("the generator's text differs from what it streamed");
+                }
+                if let Some(shown) = filter.finish() {
+                    sink(QueryEvent::Token(&shown));
+                }
+                if filter.text().is_empty() {
+                    Generated::Failed("the generator returned no text".to_owned())
+                } else {
+                    Generated::Done(answer(&filter, provenance))
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "generation failed");
+                let reason = format!("generation failed ({})", e.summary());
+                if filter.emitted_any() {
+                    if let Some(shown) = filter.finish() {
+                        sink(QueryEvent::Token(&shown));
+                    }
+                    Generated::Truncated(answer(&filter, provenance), reason)
+                } else {
+                    Generated::Failed(reason)
+                }
+            }
+        }
     }
 
     /// The cache key's settings: the prompt template, mode, fusion, `top_k` and
@@ -437,7 +583,7 @@ impl Pipeline {
     fn retrieve(
         &self,
         mode: RetrievalMode,
-        embedding: &crate::embedding::Embedding,
+        embedding: &rag_core::Embedding,
         question: &str,
         k: usize,
         filter: &AccessFilter,

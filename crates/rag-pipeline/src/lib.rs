@@ -1,5 +1,9 @@
-//! The pipeline: ingest documents and answer a principal's questions with
-//! citations, over the trait objects of every boundary.
+//! # rag-pipeline
+//!
+//! The pipeline: chunk and ingest documents, and answer a principal's questions
+//! with citations (access resolution, embedding, cache, filtered retrieval, prompt
+//! assembly, generation under a latency budget, audit), over the trait objects of
+//! every boundary. Answers can be streamed ([`Pipeline::query_stream`]).
 //!
 //! With the test doubles of the `testing` feature (without it, this example compiles
 //! to nothing):
@@ -8,10 +12,10 @@
 //! # #[cfg(feature = "testing")]
 //! # fn main() -> Result<(), rag_core::Error> {
 //! use std::sync::Arc;
-//! use rag_core::pipeline::{Pipeline, QueryOptions};
-//! use rag_core::testing::{EchoGenerator, FlatIndex, HashEmbedder, OpenResolver};
-//! use rag_core::{Acl, DocId, Document, Embedder, Metadata, Principal, RecursiveChunker, TenantId,
-//!     WordCounter};
+//! use rag_pipeline::{Pipeline, QueryOptions};
+//! use rag_pipeline::testing::{EchoGenerator, FlatIndex, HashEmbedder, OpenResolver};
+//! use rag_pipeline::RecursiveChunker;
+//! use rag_core::{Acl, DocId, Document, Embedder, Metadata, Principal, TenantId, WordCounter};
 //!
 //! let embedder = Arc::new(HashEmbedder::new(32)?);
 //! let pipeline = Pipeline::builder()
@@ -41,26 +45,37 @@
 //! # fn main() {}
 //! ```
 
+#![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![doc(test(attr(deny(warnings))))]
+
+mod authorized;
+mod chunking;
 mod config;
 mod health;
 mod ingest;
 pub mod observe;
 mod prompt;
 mod query;
+mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+pub use chunking::{MarkdownChunker, RecursiveChunker};
 pub use config::{Abstention, PipelineConfig, QuestionPolicy};
 pub use health::{Health, HealthStatus};
 pub use ingest::{IngestReport, content_hash};
 pub use query::{AnswerKind, Degradation, QueryAnswer, QueryOptions, StageTiming};
+pub use stream::QueryEvent;
 
-use crate::audit::AuditSink;
-use crate::error::{InvalidInput, Result};
-use crate::traits::{AccessResolver, AnswerCache, Chunker, Embedder, Generator, VectorIndex};
+use rag_core::AuditSink;
+use rag_core::{AccessResolver, AnswerCache, Chunker, Embedder, Generator, VectorIndex};
+use rag_core::{InvalidInput, Result};
 
-/// Ingests documents and answers questions; see the [module](self) docs.
+/// Ingests documents and answers questions; see the [crate](self) docs.
 pub struct Pipeline {
     chunker: Arc<dyn Chunker>,
     embedder: Arc<dyn Embedder>,
@@ -223,7 +238,7 @@ impl Pipeline {
     }
 
     /// The administrative handle: the index itself, whose reads
-    /// ([`VectorIndex::document`], [`VectorIndex::stats`]) take no access filter
+    /// ([`VectorIndexRead::document`](rag_core::VectorIndexRead::document), [`VectorIndexRead::stats`](rag_core::VectorIndexRead::stats)) take no access filter
     /// and return any tenant's documents, ACLs and metadata. For operators and
     /// tooling; never reachable from code acting for a principal, which reads
     /// through [`document`](Self::document) and [`query`](Self::query).
@@ -236,11 +251,11 @@ impl Pipeline {
     /// are indistinguishable).
     pub fn document(
         &self,
-        principal: &crate::access::Principal,
-        doc_id: &crate::ids::DocId,
-    ) -> Result<Option<crate::traits::DocumentInfo>> {
+        principal: &rag_core::Principal,
+        doc_id: &rag_core::DocId,
+    ) -> Result<Option<rag_core::DocumentInfo>> {
         let filter = self.access.resolve(principal)?;
-        let key = crate::ids::DocKey::new(filter.tenant().clone(), doc_id.clone());
+        let key = rag_core::DocKey::new(filter.tenant().clone(), doc_id.clone());
         Ok(self
             .index
             .document(&key)?

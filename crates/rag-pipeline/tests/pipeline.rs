@@ -7,13 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use rag_core::pipeline::{
-    Degradation, HealthStatus, Pipeline, PipelineConfig, QueryOptions, QuestionPolicy,
-};
-use rag_core::testing::{EchoGenerator, FlatIndex, HashEmbedder, OpenResolver};
 use rag_core::{
     AccessFilter, Acl, Answer, AnswerCache, CacheKey, DocId, DocKey, Document, Embedder, Error,
-    InvalidInput, Metadata, Principal, RecursiveChunker, VectorIndex, WordCounter,
+    InvalidInput, Metadata, Principal, VectorIndexRead, WordCounter,
+};
+use rag_pipeline::RecursiveChunker;
+use rag_pipeline::testing::{
+    EchoGenerator, FlatIndex, HashEmbedder, OpenResolver, ScriptedGenerator,
+};
+use rag_pipeline::{
+    Degradation, HealthStatus, Pipeline, PipelineConfig, QueryOptions, QuestionPolicy,
 };
 
 /// A cache double: exact question text match per scope, counting invalidations.
@@ -24,7 +27,11 @@ struct MapCache {
 }
 
 impl AnswerCache for MapCache {
-    fn lookup(&self, key: &CacheKey<'_>, _: &dyn VectorIndex) -> rag_core::Result<Option<Answer>> {
+    fn lookup(
+        &self,
+        key: &CacheKey<'_>,
+        _: &dyn VectorIndexRead,
+    ) -> rag_core::Result<Option<Answer>> {
         Ok(self
             .entries
             .lock()
@@ -75,6 +82,13 @@ struct Setup {
 }
 
 fn setup(config: PipelineConfig, generator: Option<EchoGenerator>) -> Setup {
+    setup_with(
+        config,
+        generator.map(|g| Arc::new(g) as Arc<dyn rag_core::Generator>),
+    )
+}
+
+fn setup_with(config: PipelineConfig, generator: Option<Arc<dyn rag_core::Generator>>) -> Setup {
     let embedder = Arc::new(HashEmbedder::new(64).unwrap());
     let cache = Arc::new(MapCache::default());
     let mut b = Pipeline::builder()
@@ -87,7 +101,7 @@ fn setup(config: PipelineConfig, generator: Option<EchoGenerator>) -> Setup {
         .access(Arc::new(OpenResolver))
         .config(config);
     if let Some(g) = generator {
-        b = b.generator(Arc::new(g));
+        b = b.generator(g);
     }
     Setup {
         pipeline: b.build().unwrap(),
@@ -693,7 +707,7 @@ fn backend_error_text_stays_out_of_logs_health_and_metrics() {
 /// `kind` says so; at or above it, it answers.
 #[test]
 fn weak_passages_abstain_and_strong_ones_answer() {
-    use rag_core::pipeline::{Abstention, AnswerKind};
+    use rag_pipeline::{Abstention, AnswerKind};
     let config = |floor| PipelineConfig {
         abstention: Abstention {
             dense: Some(floor),
@@ -730,4 +744,230 @@ fn weak_passages_abstain_and_strong_ones_answer() {
         .query(&staff, "zebra quantum violin", &QueryOptions::default())
         .unwrap();
     assert_eq!(a.kind, AnswerKind::Generated);
+}
+
+/// `words` pieces with citation markers split over them: " [1" + "]" cites
+/// passage 1, "[9]" none; failing after `fail_after` pieces when given.
+fn marked(words: usize, fail_after: Option<usize>) -> Arc<ScriptedGenerator> {
+    let pieces: Vec<String> = (0..words)
+        .map(|i| match i {
+            1 => " [1".to_owned(),
+            2 => "] and [9]".to_owned(),
+            _ => format!(" w{i}"),
+        })
+        .collect();
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let mut g = ScriptedGenerator::with_pieces(&refs);
+    if let Some(n) = fail_after {
+        g = g.failing_after(n);
+        g.set_failing(true);
+    }
+    g.shared()
+}
+
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Retrieved(Vec<rag_core::Citation>),
+    Token(String),
+}
+
+fn stream(s: &Setup, stop_after_tokens: Option<usize>) -> (Vec<Seen>, rag_pipeline::QueryAnswer) {
+    let ann = Principal::new("acme", "ann").with_group("staff");
+    let mut seen = Vec::new();
+    let mut tokens = 0;
+    let a = s
+        .pipeline
+        .query_stream(
+            &ann,
+            "Who approves expenses?",
+            &QueryOptions::default(),
+            &mut |e| {
+                match e {
+                    rag_pipeline::QueryEvent::Retrieved { sources } => {
+                        seen.push(Seen::Retrieved(sources.to_vec()))
+                    }
+                    rag_pipeline::QueryEvent::Token(t) => {
+                        tokens += 1;
+                        seen.push(Seen::Token(t.to_owned()));
+                        if Some(tokens) == stop_after_tokens {
+                            return rag_core::TokenControl::Stop;
+                        }
+                    }
+                }
+                rag_core::TokenControl::Continue
+            },
+        )
+        .unwrap();
+    (seen, a)
+}
+
+fn text_of(seen: &[Seen]) -> String {
+    seen.iter()
+        .filter_map(|e| match e {
+            Seen::Token(t) => Some(t.as_str()),
+            Seen::Retrieved(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_streamed_answer_reports_sources_first_and_its_pieces_make_the_final_text() {
+    let g = marked(12, None);
+    let s = setup_with(PipelineConfig::default(), Some(g.clone()));
+    s.pipeline.ingest(corpus()).unwrap();
+    let (seen, a) = stream(&s, None);
+    let Seen::Retrieved(sources) = &seen[0] else {
+        panic!("the first event is not the sources: {seen:?}")
+    };
+    assert_eq!(sources, &a.answer.provenance);
+    assert!(seen[1..].iter().all(|e| matches!(e, Seen::Token(_))));
+    assert_eq!(text_of(&seen), a.answer.text);
+    // The out-of-range marker never reached the stream; [1] did and cites.
+    assert!(
+        a.answer.text.starts_with("w0 [1] and  w3"),
+        "{}",
+        a.answer.text
+    );
+    assert!(!text_of(&seen).contains("[9"));
+    assert_eq!(a.answer.citations.len(), 1);
+    assert_eq!(a.kind, rag_pipeline::AnswerKind::Generated);
+    assert_eq!(
+        s.cache.entries.lock().unwrap().len(),
+        1,
+        "a whole answer is cached"
+    );
+    // The cached answer streams the same way.
+    let (again, b) = stream(&s, None);
+    assert!(b.from_cache);
+    assert!(matches!(&again[0], Seen::Retrieved(_)));
+    assert_eq!(text_of(&again), a.answer.text);
+}
+
+#[test]
+fn a_stream_stopped_after_3_tokens_stops_the_generator_and_is_not_cached() {
+    let g = marked(200, None);
+    let s = setup_with(PipelineConfig::default(), Some(g.clone()));
+    s.pipeline.ingest(corpus()).unwrap();
+    let (seen, a) = stream(&s, Some(3));
+    let tokens = seen.iter().filter(|e| matches!(e, Seen::Token(_))).count();
+    assert_eq!(tokens, 3);
+    assert!(
+        g.produced() <= 4,
+        "the generator made {} pieces after a stop at 3",
+        g.produced()
+    );
+    assert_eq!(a.kind, rag_pipeline::AnswerKind::Cancelled);
+    assert_eq!(text_of(&seen), a.answer.text);
+    assert!(
+        s.cache.entries.lock().unwrap().is_empty(),
+        "a cancelled answer was cached"
+    );
+    let again = s
+        .pipeline
+        .query(
+            &Principal::new("acme", "ann").with_group("staff"),
+            "Who approves expenses?",
+            &QueryOptions::default(),
+        )
+        .unwrap();
+    assert!(!again.from_cache);
+}
+
+#[test]
+fn a_generator_failing_mid_stream_leaves_the_streamed_part_marked_truncated() {
+    let g = marked(20, Some(5));
+    let s = setup_with(PipelineConfig::default(), Some(g.clone()));
+    s.pipeline.ingest(corpus()).unwrap();
+    let (seen, a) = stream(&s, None);
+    assert_eq!(text_of(&seen), a.answer.text);
+    assert!(a.answer.text.starts_with("w0 [1]"), "{}", a.answer.text);
+    assert!(
+        matches!(a.degradations.as_slice(), [Degradation::Truncated { .. }]),
+        "{:?}",
+        a.degradations
+    );
+    assert!(s.cache.entries.lock().unwrap().is_empty());
+    // Failing before the first piece: the extractive answer is what streams.
+    let g = marked(20, Some(0));
+    let s = setup_with(PipelineConfig::default(), Some(g));
+    s.pipeline.ingest(corpus()).unwrap();
+    let (seen, a) = stream(&s, None);
+    assert_eq!(a.kind, rag_pipeline::AnswerKind::Extractive);
+    assert_eq!(text_of(&seen), a.answer.text);
+}
+
+#[test]
+fn a_generator_stopping_itself_at_the_deadline_gives_a_truncated_uncached_answer() {
+    let g = ScriptedGenerator::new(200)
+        .delays(Duration::ZERO, Duration::from_millis(20))
+        .shared();
+    let config = PipelineConfig {
+        latency_budget: Duration::from_millis(300),
+        ..PipelineConfig::default()
+    };
+    let s = setup_with(config, Some(g.clone()));
+    s.pipeline.ingest(corpus()).unwrap();
+    let (seen, a) = stream(&s, None);
+    assert!(g.produced() < 200, "the generator ignored the deadline");
+    assert_eq!(text_of(&seen), a.answer.text);
+    assert!(
+        matches!(a.degradations.as_slice(), [Degradation::Truncated { .. }]),
+        "{:?}",
+        a.degradations
+    );
+    assert!(
+        s.cache.entries.lock().unwrap().is_empty(),
+        "a cut answer was cached"
+    );
+}
+
+#[test]
+fn writes_and_questions_need_the_service_role_for_the_tenant() {
+    use rag_core::{Grants, ServiceRole};
+    let s = setup(PipelineConfig::default(), Some(EchoGenerator::default()));
+    let reader = Grants::new("acme", [ServiceRole::Reader]);
+    let ingester = Grants::new("acme", [ServiceRole::Ingester]);
+    let admin = Grants::new("acme", [ServiceRole::Admin]);
+    let acme_docs: Vec<Document> = corpus()
+        .into_iter()
+        .filter(|d| d.tenant.as_str() == "acme")
+        .collect();
+    fn denied<T>(r: rag_core::Result<T>) -> bool {
+        matches!(r, Err(Error::Denied { .. }))
+    }
+    assert!(denied(s.pipeline.ingest_as(&reader, acme_docs.clone())));
+    assert_eq!(
+        s.pipeline.admin_index().stats().documents,
+        0,
+        "a refused ingest wrote"
+    );
+    // One document of another tenant refuses the whole batch.
+    assert!(denied(s.pipeline.ingest_as(&ingester, corpus())));
+    assert_eq!(s.pipeline.admin_index().stats().documents, 0);
+    assert_eq!(
+        s.pipeline.ingest_as(&ingester, acme_docs).unwrap().upserted,
+        3
+    );
+    let ann = Principal::new("acme", "ann").with_group("staff");
+    let o = QueryOptions::default();
+    assert!(
+        s.pipeline
+            .query_as(&reader, &ann, "Who approves expenses?", &o)
+            .is_ok()
+    );
+    let globex_reader = Grants::new("globex", [ServiceRole::Reader]);
+    assert!(denied(s.pipeline.query_as(
+        &globex_reader,
+        &ann,
+        "Who approves expenses?",
+        &o
+    )));
+    let id = DocId::new("expenses");
+    assert!(denied(s.pipeline.delete_as(&reader, &id)));
+    assert!(denied(s.pipeline.erase_as(&ingester, &id)));
+    s.pipeline.delete_as(&ingester, &id).unwrap();
+    s.pipeline
+        .erase_as(&admin, &DocId::new("salaries"))
+        .unwrap();
+    assert_eq!(s.pipeline.admin_index().stats().documents, 1);
 }

@@ -10,46 +10,10 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::document::{Chunk, Document, Span};
-use crate::error::{InvalidInput, Result};
-use crate::ids::ChunkId;
-use crate::traits::{Chunker, Embedder};
-
-/// Counts the tokens a text costs. Every token covers at least one byte of the text
-/// (true of WordPiece, byte-level BPE and SentencePiece), so a text of `n` bytes never
-/// counts more than `n`: chunkers skip counting texts shorter than their budget.
-pub trait TokenCounter: Send + Sync {
-    /// Tokens in `text`, without any special tokens a model adds around an input.
-    fn count(&self, text: &str) -> Result<usize>;
-}
-
-/// Counts whitespace-separated words: a tokenizer-free budget.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WordCounter;
-
-impl TokenCounter for WordCounter {
-    fn count(&self, text: &str) -> Result<usize> {
-        Ok(text.split_whitespace().count())
-    }
-}
-
-/// Counts with an embedder's own tokenizer.
-#[derive(Clone)]
-pub struct EmbedderTokens(pub Arc<dyn Embedder>);
-
-impl std::fmt::Debug for EmbedderTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("EmbedderTokens")
-            .field(&self.0.fingerprint().name())
-            .finish()
-    }
-}
-
-impl TokenCounter for EmbedderTokens {
-    fn count(&self, text: &str) -> Result<usize> {
-        self.0.count_tokens(text)
-    }
-}
+use rag_core::ChunkId;
+use rag_core::{Chunk, Document, Span};
+use rag_core::{Chunker, TokenCounter};
+use rag_core::{InvalidInput, Result};
 
 /// Splits documents recursively under a token budget; see the [module](self) docs.
 #[derive(Clone)]
@@ -452,7 +416,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::ids::DocId;
+    use rag_core::{DocId, WordCounter};
 
     fn words(max: usize, overlap: usize) -> RecursiveChunker {
         RecursiveChunker::new(max, overlap, Arc::new(WordCounter)).unwrap()

@@ -1,7 +1,7 @@
 //! Health: whether the pipeline can answer, and how well.
 
 use super::Pipeline;
-use crate::traits::{Device, IndexStats};
+use rag_core::{Device, IndexStats};
 
 /// Overall state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
