@@ -29,6 +29,7 @@ mod directory;
 mod error;
 #[cfg(feature = "jwt")]
 pub mod jwt;
+mod webhook;
 
 pub use audit::{
     AuditAction, AuditEvent, AuditKey, AuditLog, AuditRecord, AuditRecovery, Outcome, Verified,
@@ -36,3 +37,7 @@ pub use audit::{
 };
 pub use directory::{DEFAULT_CACHE_CAPACITY, Directory, Registration};
 pub use error::{AclError, Result};
+pub use webhook::{
+    MAX_REMEMBERED, MIN_WEBHOOK_SECRET, SIGNATURE_HEADER, WebhookError, WebhookVerifier,
+    sign_webhook,
+};

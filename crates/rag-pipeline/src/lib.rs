@@ -57,6 +57,7 @@ mod ingest;
 pub mod observe;
 mod prompt;
 mod query;
+pub mod queue;
 mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
