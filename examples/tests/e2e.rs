@@ -9,15 +9,13 @@ use std::sync::Arc;
 use rag_acl::{Directory, Registration};
 use rag_cache::{CacheConfig, SemanticCache};
 use rag_core::{
-    AccessFilter, AccessResolver, Acl, DocId, DocKey, Document, Embedder, EmbedderTokens,
-    Generator, Metadata, Principal, TokenControl, VectorIndexRead,
+    AccessFilter, AccessResolver, Acl, DocId, DocKey, Document, Embedder, EmbedderTokens, Metadata,
+    Principal, VectorIndexRead,
 };
 use rag_index::{HnswIndex, IndexConfig};
 use rag_infer::{EmbedderConfig, GeneratorConfig, OnnxEmbedder, OnnxGenerator, assets};
 use rag_pipeline::{MarkdownChunker, RecursiveChunker};
 use rag_pipeline::{Pipeline, PipelineConfig, QueryOptions};
-use rag_remote::server::{ServerConfig, spawn};
-use rag_remote::{Backend, Balancer, BalancerConfig, OpenAiConfig, OpenAiGenerator, Strategy};
 
 fn assets_present() -> bool {
     let present =
@@ -330,146 +328,4 @@ fn answers_do_not_loop_and_absent_topics_abstain() {
         .unwrap();
     assert_eq!(a.kind, rag_pipeline::AnswerKind::Abstained, "{a:?}");
     assert!(a.answer.citations.is_empty());
-}
-
-// Remote generation on the real path: SmolLM2 served by two OpenAI-compatible
-// servers on loopback, a pipeline generating through a balancer over them with the
-// local path's prompt and citation rules. Greedy decoding makes the remote answer
-// the local one, token for token.
-
-fn remote_pipeline(embedder: Arc<dyn Embedder>, generator: Arc<dyn Generator>) -> Pipeline {
-    let index =
-        Arc::new(HnswIndex::new(embedder.fingerprint().clone(), IndexConfig::default()).unwrap());
-    let chunker = MarkdownChunker::new(
-        RecursiveChunker::new(200, 16, Arc::new(EmbedderTokens(embedder.clone()))).unwrap(),
-    );
-    let p = Pipeline::builder()
-        .chunker(Arc::new(chunker))
-        .embedder(embedder)
-        .index(index)
-        .generator(generator)
-        .access(Arc::new(Directory::new(Registration::TrustClaims)))
-        .config(PipelineConfig {
-            max_answer_tokens: 32,
-            ..PipelineConfig::default()
-        })
-        .build()
-        .unwrap();
-    let doc = |id: &str, text: &str, group: &str| Document {
-        tenant: "acme".into(),
-        id: DocId::new(id),
-        version: 1,
-        text: text.into(),
-        metadata: Metadata::default(),
-        acl: Some(Acl::new("acme").allow_group(group)),
-    };
-    p.ingest(vec![
-        doc(
-            "acme/launch",
-            "# Launch plan\n\nThe launch code word for the spring release is BLUEBIRD.",
-            "finance",
-        ),
-        doc(
-            "acme/salaries",
-            "# Salaries\n\nSalary bands are reviewed by human resources every March.",
-            "hr",
-        ),
-    ])
-    .unwrap();
-    p
-}
-
-#[test]
-fn a_pipeline_generating_through_balanced_remote_servers_answers_as_the_local_one() {
-    if !assets_present() {
-        return;
-    }
-    rag_infer::load_runtime(&assets::runtime_library()).unwrap();
-    let embedder: Arc<dyn Embedder> =
-        Arc::new(OnnxEmbedder::new(EmbedderConfig::pinned_minilm()).unwrap());
-    let local: Arc<dyn Generator> =
-        Arc::new(OnnxGenerator::new(GeneratorConfig::smollm2("q4")).unwrap());
-    let servers: Vec<_> = (0..2)
-        .map(|_| {
-            spawn(
-                "127.0.0.1:0".parse().unwrap(),
-                Arc::clone(&local),
-                ServerConfig::default(),
-            )
-            .unwrap()
-        })
-        .collect();
-    let backends = servers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let mut c = OpenAiConfig::new(s.base_url(), local.name());
-            c.context_window = local.context_window();
-            c.stream = i == 0;
-            Backend::openai(format!("smollm2-{i}"), OpenAiGenerator::new(c).unwrap())
-        })
-        .collect();
-    let balancer = Arc::new(
-        Balancer::new(
-            "smollm2-remote",
-            backends,
-            BalancerConfig {
-                strategy: Strategy::RoundRobin,
-                ..BalancerConfig::default()
-            },
-        )
-        .unwrap(),
-    );
-    let lead = Principal::new("acme", "lee").with_group("finance");
-    let q = "What is the launch code word?";
-    let o = QueryOptions::default();
-
-    let local_answer = remote_pipeline(embedder.clone(), local.clone())
-        .query(&lead, q, &o)
-        .unwrap();
-    let remote = remote_pipeline(embedder, balancer.clone());
-    // Round robin: the first answer is streamed (server 0), the second is not.
-    for _ in 0..2 {
-        let a = remote.query(&lead, q, &o).unwrap();
-        assert!(a.answer.text.contains("BLUEBIRD"), "{}", a.answer.text);
-        assert_eq!(a.answer.text, local_answer.answer.text);
-        assert_eq!(a.answer.citations, local_answer.answer.citations);
-        assert!(
-            a.answer
-                .citations
-                .iter()
-                .all(|c| c.doc_id.as_str() == "acme/launch")
-        );
-        assert!(a.degradations.is_empty(), "{:?}", a.degradations);
-    }
-    let status = balancer.status();
-    assert_eq!(
-        status.iter().map(|s| s.requests).collect::<Vec<_>>(),
-        [1, 1]
-    );
-
-    // Streamed pieces concatenate to the final text, over HTTP, on the real model.
-    let mut pieces = String::new();
-    let request = rag_core::GenerationRequest::new(
-        vec![rag_core::ChatMessage {
-            role: rag_core::Role::User,
-            content: "Name three colours.".into(),
-        }],
-        rag_core::SamplingParams {
-            max_new_tokens: 24,
-            ..Default::default()
-        },
-    );
-    let out = balancer
-        .generate(&request, &mut |p| {
-            pieces.push_str(p);
-            TokenControl::Continue
-        })
-        .unwrap();
-    assert!(!out.text.trim().is_empty());
-    assert_eq!(pieces, out.text);
-    let local_out = local
-        .generate(&request, &mut |_| TokenControl::Continue)
-        .unwrap();
-    assert_eq!(out.text, local_out.text);
 }

@@ -4,7 +4,7 @@
 //! not, through `OpenAiGenerator`; then a peak-EWMA balancer over both servers with
 //! four concurrent askers, and the same after llama.cpp's server is killed.
 //!
-//! `cargo run --release -p rag-benches --bin remote -- --python PATH/bin/python
+//! `cargo run --release -p rag-benches --features remote --bin remote -- --python PATH/bin/python
 //!  [--requests 10] [--json PATH]` (PATH: a venv with `llama-cpp-python[server]`;
 //! without `--python` only the SDK's own server is measured)
 #![allow(clippy::print_stdout)]

@@ -3,16 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use rag_cache::{CacheConfig, SemanticCache};
 use rag_core::{
-    AccessFilter, Acl, DocId, DocKey, DocumentInfo, Embedder, Embedding, Error, IndexStats,
-    Metadata, ModelFingerprint, Principal, SearchResult, VectorIndex, VectorIndexRead, WordCounter,
-    WriteOp, WriteReport,
+    Acl, DocId, DocKey, Embedder, Embedding, Error, Metadata, ModelFingerprint, Principal,
+    VectorIndex, VectorIndexRead, WordCounter,
 };
 use rag_pipeline::RecursiveChunker;
-use rag_pipeline::testing::{EchoGenerator, FlatIndex, HashEmbedder, OpenResolver};
+use rag_pipeline::testing::{EchoGenerator, FaultyIndex, FlatIndex, HashEmbedder, OpenResolver};
 use rag_pipeline::{Pipeline, PipelineConfig, QueryOptions};
 
 const ALPHA: &str = "alpha bravo charlie delta echo foxtrot golf hotel";
@@ -185,53 +184,16 @@ fn answers_built_with_another_top_k_are_not_served() {
     assert!(s.pipeline.query(&ann(), ALPHA, &one).unwrap().from_cache);
 }
 
-/// An index whose upserts publish and then fail (a log that could not be synced).
-struct FailsAfterPublish {
-    inner: FlatIndex,
-    fail: AtomicBool,
-}
-
-impl VectorIndexRead for FailsAfterPublish {
-    fn fingerprint(&self) -> &ModelFingerprint {
-        self.inner.fingerprint()
-    }
-    fn search(&self, q: &Embedding, k: usize, f: &AccessFilter) -> rag_core::Result<SearchResult> {
-        self.inner.search(q, k, f)
-    }
-    fn document(&self, key: &DocKey) -> rag_core::Result<Option<DocumentInfo>> {
-        self.inner.document(key)
-    }
-    fn stats(&self) -> IndexStats {
-        self.inner.stats()
-    }
-}
-
-impl VectorIndex for FailsAfterPublish {
-    fn apply(&self, op: WriteOp) -> rag_core::Result<WriteReport> {
-        let r = self.inner.apply(op)?;
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(Error::Transient {
-                stage: rag_core::Stage::Index,
-                source: "published, then the log sync failed".into(),
-            });
-        }
-        Ok(r)
-    }
-}
-
 /// Hole 10: an upsert that failed after publishing skipped the cache invalidation.
 #[test]
 fn a_failed_upsert_that_published_still_invalidates() {
     let embedder = Arc::new(HashEmbedder::new(64).unwrap());
-    let index = Arc::new(FailsAfterPublish {
-        inner: FlatIndex::new(embedder.fingerprint().clone()),
-        fail: AtomicBool::new(false),
-    });
+    let index = Arc::new(FaultyIndex::new(embedder.fingerprint().clone()));
     let s = setup_with(index.clone(), embedder);
     answered_with_uncited_secret(&s);
     let before = s.cache.stats().entries;
     assert_eq!(before, 1);
-    index.fail.store(true, Ordering::SeqCst);
+    index.fail_after_publish.store(true, Ordering::SeqCst);
     let err = s
         .pipeline
         .ingest(vec![doc("public", 2, "a different text now", eng())])

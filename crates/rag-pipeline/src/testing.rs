@@ -570,3 +570,65 @@ impl rag_core::Generator for ScriptedGenerator {
         })
     }
 }
+
+/// A [`FlatIndex`] whose writes fail on demand: the next `fail_writes` writes fail
+/// as transient before applying (an index briefly down), and while
+/// `fail_after_publish` is set every write applies and then fails (a log sync that
+/// failed after the write was published).
+#[derive(Debug)]
+pub struct FaultyIndex {
+    /// The index underneath.
+    pub inner: FlatIndex,
+    /// Writes still to fail before applying.
+    pub fail_writes: std::sync::atomic::AtomicUsize,
+    /// Whether writes fail after applying.
+    pub fail_after_publish: std::sync::atomic::AtomicBool,
+}
+
+impl FaultyIndex {
+    /// A faulty index that does not fail yet.
+    pub fn new(fingerprint: ModelFingerprint) -> Self {
+        Self {
+            inner: FlatIndex::new(fingerprint),
+            fail_writes: Default::default(),
+            fail_after_publish: Default::default(),
+        }
+    }
+}
+
+impl VectorIndexRead for FaultyIndex {
+    fn fingerprint(&self) -> &ModelFingerprint {
+        self.inner.fingerprint()
+    }
+    fn search(&self, q: &Embedding, k: usize, f: &AccessFilter) -> Result<SearchResult> {
+        self.inner.search(q, k, f)
+    }
+    fn document(&self, key: &DocKey) -> Result<Option<DocumentInfo>> {
+        self.inner.document(key)
+    }
+    fn stats(&self) -> IndexStats {
+        self.inner.stats()
+    }
+}
+
+impl VectorIndex for FaultyIndex {
+    fn apply(&self, op: WriteOp) -> Result<WriteReport> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let transient = |what: &'static str| Error::Transient {
+            stage: rag_core::Stage::Index,
+            source: what.into(),
+        };
+        if self
+            .fail_writes
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(transient("the index is briefly unavailable"));
+        }
+        let report = self.inner.apply(op)?;
+        if self.fail_after_publish.load(SeqCst) {
+            return Err(transient("published, then the log sync failed"));
+        }
+        Ok(report)
+    }
+}

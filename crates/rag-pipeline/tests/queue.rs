@@ -11,61 +11,18 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rag_core::{
-    AccessFilter, DocId, DocKey, Document, DocumentInfo, Embedder, Embedding, Error, IndexStats,
-    ModelFingerprint, SearchResult, Stage, VectorIndex, VectorIndexRead, WordCounter, WriteOp,
-    WriteReport,
-};
+use rag_core::{DocId, DocKey, Document, Embedder, Error, VectorIndexRead, WordCounter};
 use rag_pipeline::queue::{Ack, Change, IngestQueue, JOURNAL_FILE, QueueConfig, QueueError};
-use rag_pipeline::testing::{FlatIndex, HashEmbedder, OpenResolver};
+use rag_pipeline::testing::{FaultyIndex, HashEmbedder, OpenResolver};
 use rag_pipeline::{Pipeline, RecursiveChunker};
 
-/// A flat index whose next `fail` writes fail as transient.
-struct Flaky {
-    inner: FlatIndex,
-    fail: AtomicUsize,
-}
-
-impl VectorIndexRead for Flaky {
-    fn fingerprint(&self) -> &ModelFingerprint {
-        self.inner.fingerprint()
-    }
-    fn search(&self, q: &Embedding, k: usize, f: &AccessFilter) -> rag_core::Result<SearchResult> {
-        self.inner.search(q, k, f)
-    }
-    fn document(&self, key: &DocKey) -> rag_core::Result<Option<DocumentInfo>> {
-        self.inner.document(key)
-    }
-    fn stats(&self) -> IndexStats {
-        self.inner.stats()
-    }
-}
-
-impl VectorIndex for Flaky {
-    fn apply(&self, op: WriteOp) -> rag_core::Result<WriteReport> {
-        if self
-            .fail
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(Error::Transient {
-                stage: Stage::Index,
-                source: "the index is briefly unavailable".into(),
-            });
-        }
-        self.inner.apply(op)
-    }
-}
-
-fn pipeline(failures: usize) -> (Arc<Pipeline>, Arc<Flaky>) {
+fn pipeline(failures: usize) -> (Arc<Pipeline>, Arc<FaultyIndex>) {
     let embedder = Arc::new(HashEmbedder::new(32).unwrap());
-    let index = Arc::new(Flaky {
-        inner: FlatIndex::new(embedder.fingerprint().clone()),
-        fail: AtomicUsize::new(failures),
-    });
+    let index = Arc::new(FaultyIndex::new(embedder.fingerprint().clone()));
+    index.fail_writes.store(failures, Ordering::SeqCst);
     let p = Pipeline::builder()
         .chunker(Arc::new(
             RecursiveChunker::new(32, 4, Arc::new(WordCounter)).unwrap(),
@@ -95,7 +52,7 @@ fn doc(id: &str, version: u64, text: &str) -> Change {
     )
 }
 
-fn version(index: &Flaky, id: &str) -> Option<u64> {
+fn version(index: &FaultyIndex, id: &str) -> Option<u64> {
     index
         .document(&DocKey::new("acme", DocId::new(id)))
         .unwrap()
@@ -240,7 +197,7 @@ fn poison_and_exhausted_changes_become_dead_letters_that_can_be_redriven() {
     ));
 
     // An index down for longer than the attempts allow: dead-lettered after 5.
-    index.fail.store(1000, Ordering::SeqCst);
+    index.fail_writes.store(1000, Ordering::SeqCst);
     let err = q
         .submit(vec![doc("late", 1, "y")], Ack::Applied)
         .unwrap_err();
@@ -248,7 +205,7 @@ fn poison_and_exhausted_changes_become_dead_letters_that_can_be_redriven() {
     let dead = q.dead_letters();
     assert_eq!(dead[0].attempts, 5);
     // The index is back: re-driven as it was.
-    index.fail.store(0, Ordering::SeqCst);
+    index.fail_writes.store(0, Ordering::SeqCst);
     q.redrive(dead[0].id, None).unwrap();
     q.submit(vec![doc("later", 1, "z")], Ack::Applied).unwrap();
     assert_eq!(version(&index, "late"), Some(1));

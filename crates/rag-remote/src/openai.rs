@@ -12,7 +12,7 @@
 //! the network for the whole answer.
 
 use std::io::BufReader;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rag_core::{
@@ -83,7 +83,10 @@ pub struct OpenAiGenerator {
     name: String,
     endpoint: String,
     models: String,
-    client: Client,
+    /// Built on first use, on the calling thread: building reqwest's blocking
+    /// client inside an async runtime's worker panics, and a host builds its
+    /// generators there.
+    client: Arc<OnceLock<Client>>,
     counter: Option<Arc<dyn TokenCounter>>,
 }
 
@@ -193,17 +196,12 @@ impl OpenAiGenerator {
                 "bytes_per_token must be positive".into(),
             ));
         }
-        let client = Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .build()
-            .map_err(RemoteError::Http)?;
         Ok(Self {
             name: format!("openai:{}@{}", config.model, base),
             endpoint: format!("{base}/v1/chat/completions"),
             models: format!("{base}/v1/models"),
             config,
-            client,
+            client: Arc::new(OnceLock::new()),
             counter: None,
         })
     }
@@ -220,11 +218,27 @@ impl OpenAiGenerator {
         &self.config
     }
 
+    fn client(&self) -> std::result::Result<&Client, RemoteError> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let built = Client::builder()
+            .connect_timeout(self.config.connect_timeout)
+            .timeout(self.config.request_timeout)
+            .build()
+            .map_err(RemoteError::Http)?;
+        // Another thread may have won the race; either client will do.
+        let _ = self.client.set(built);
+        self.client
+            .get()
+            .ok_or_else(|| RemoteError::Config("the HTTP client could not be kept".into()))
+    }
+
     /// Asks the server whether it is up and serving (`GET /v1/models` answers 2xx).
     /// A server still loading its model typically answers 503.
     pub fn probe(&self) -> std::result::Result<(), RemoteError> {
         let response = self
-            .client
+            .client()?
             .get(&self.models)
             .timeout(self.config.probe_timeout)
             .send()
@@ -263,7 +277,7 @@ impl OpenAiGenerator {
             repetition_penalty: p.repetition_penalty,
         };
         let mut builder = self
-            .client
+            .client()?
             .post(&self.endpoint)
             .timeout(timeout)
             .json(&body);
