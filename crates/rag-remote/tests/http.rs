@@ -384,3 +384,66 @@ fn a_client_asking_again_at_once_finds_the_servers_slot_free() {
         }
     }
 }
+
+#[test]
+fn the_server_answers_bad_requests_with_a_json_reason_and_generates_nothing() {
+    let g = Scripted::named("local", 4).shared();
+    let server = serve(Arc::clone(&g));
+    let url = format!("{}/v1/chat/completions", server.base_url());
+    let http = reqwest::blocking::Client::new();
+    let cases: [(&str, u16); 7] = [
+        ("{not json", 400),
+        (r#"{"messages": []}"#, 400),
+        (
+            r#"{"messages": [{"role": "wizard", "content": "hi"}]}"#,
+            400,
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}"#,
+            400,
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}"#,
+            400,
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "hi"}], "temperature": 9}"#,
+            400,
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": "hi"}], "top_p": 0}"#,
+            400,
+        ),
+    ];
+    for (body, status) in cases {
+        let r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{body}");
+        let reason: serde_json::Value = r.json().unwrap();
+        assert!(reason["error"]["message"].is_string(), "{body}: {reason}");
+    }
+    // Invalid UTF-8 in the body, and a body far over the limit.
+    let r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(vec![b'{', 0xff, 0xfe, b'}'])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let huge = format!(
+        r#"{{"messages": [{{"role": "user", "content": "{}"}}]}}"#,
+        "x".repeat(2 << 20)
+    );
+    let r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(g.calls(), 0, "a bad request reached the generator");
+}
