@@ -127,7 +127,6 @@ pub(crate) fn citations(text: &str, used: &[Hit]) -> (String, Vec<Citation>) {
         .map(|(_, n)| *n)
         .filter(|n| (1..=used.len()).contains(n))
         .collect();
-    cited.dedup();
     let clean = strip_markers(text, used.len());
     cited.sort_unstable();
     cited.dedup();

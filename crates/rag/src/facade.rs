@@ -186,7 +186,7 @@ impl RagBuilder {
     pub fn in_memory(self) -> Result<Rag> {
         let embedder = self.require_embedder()?;
         let index = HnswIndex::new(embedder.fingerprint().clone(), self.index_config.clone())?;
-        self.finish(Arc::new(index), None)
+        self.finish(embedder, Arc::new(index), None)
     }
 
     /// A facade over the durable store in `dir`, created for the embedder's model
@@ -199,7 +199,7 @@ impl RagBuilder {
             self.index_config.clone(),
             self.store_options.clone(),
         )?;
-        self.finish(Arc::new(store), Some(report))
+        self.finish(embedder, Arc::new(store), Some(report))
     }
 
     fn require_embedder(&self) -> Result<Arc<dyn Embedder>> {
@@ -210,8 +210,12 @@ impl RagBuilder {
         })
     }
 
-    fn finish(self, index: Arc<dyn VectorIndex>, recovery: Option<RecoveryReport>) -> Result<Rag> {
-        let embedder = self.require_embedder()?;
+    fn finish(
+        self,
+        embedder: Arc<dyn Embedder>,
+        index: Arc<dyn VectorIndex>,
+        recovery: Option<RecoveryReport>,
+    ) -> Result<Rag> {
         let (max, overlap) = self.chunk_tokens;
         let chunker = MarkdownChunker::new(RecursiveChunker::new(
             max,
