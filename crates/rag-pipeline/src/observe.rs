@@ -22,6 +22,27 @@ pub const DEGRADATIONS: &str = "rag_degradations_total";
 /// could not be written (only with [`AuditFailure::Answer`](crate::AuditFailure)).
 pub const AUDIT_FAILURES: &str = "rag_audit_failures_total";
 
+/// Registers the help text (and units) of the pipeline's metrics with the
+/// installed recorder, so exporters print `# HELP` lines (`promtool check
+/// metrics` requires them). Call once after installing the recorder.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(REQUESTS_TOTAL, "Pipeline operations by stage and outcome");
+    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Pipeline stage durations");
+    describe_counter!(CACHE_LOOKUPS, "Answer-cache lookups by result");
+    describe_gauge!(CACHE_HIT_RATIO, "Answer-cache hits over lookups");
+    describe_gauge!(INDEX_CHUNKS, "Chunks in the index after the last write");
+    describe_gauge!(
+        INDEX_DOCUMENTS,
+        "Documents in the index after the last write"
+    );
+    describe_counter!(DEGRADATIONS, "Degradation steps taken, by step");
+    describe_counter!(
+        AUDIT_FAILURES,
+        "Answers returned without their audit record"
+    );
+}
+
 /// Records one stage's outcome and duration.
 pub(crate) fn stage(stage: &'static str, ok: bool, took: Duration) {
     let status = if ok { "ok" } else { "error" };

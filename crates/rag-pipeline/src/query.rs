@@ -53,7 +53,8 @@ pub enum Degradation {
 }
 
 impl Degradation {
-    fn label(&self) -> &'static str {
+    /// A short name for logs and metrics.
+    pub fn label(&self) -> &'static str {
         match self {
             Degradation::SmallerRetrieval { .. } => "smaller_retrieval",
             Degradation::Truncated { .. } => "truncated",

@@ -324,3 +324,50 @@ fn acknowledged_changes_survive_sigkill() {
         assert!(rec.requeued >= acked.len());
     }
 }
+
+#[test]
+fn a_file_change_reads_the_file_when_applied_and_an_undecodable_one_is_redriven_once_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (p, index) = pipeline(0);
+    let (q, _) = IngestQueue::open(dir.path(), p, config()).unwrap();
+    let path = files.path().join("notes.md");
+    let change = Change::UpsertFile {
+        doc: Document::new("acme", "notes.md", "").readable_by_group("staff"),
+        path: path.clone(),
+    };
+    // Not UTF-8: a dead letter naming why, with nothing indexed.
+    std::fs::write(&path, b"caf\xe9 menu").unwrap();
+    let err = q.submit(vec![change.clone()], Ack::Applied).unwrap_err();
+    assert!(matches!(err, QueueError::DeadLettered { .. }), "{err:?}");
+    let dead = q.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("not UTF-8"), "{}", dead[0].reason);
+    assert!(dead[0].reason.contains("offset 3"), "{}", dead[0].reason);
+    assert_eq!(version(&index, "notes.md"), None);
+    // Fixed, then re-driven as it was: the file is read again.
+    std::fs::write(&path, "café menu").unwrap();
+    q.redrive(dead[0].id, None).unwrap();
+    q.submit(vec![], Ack::Applied).unwrap();
+    wait_until(|| version(&index, "notes.md").is_some());
+    assert!(q.dead_letters().is_empty());
+    let v1 = version(&index, "notes.md").unwrap();
+    assert!(
+        v1 > 1_000_000_000,
+        "the version is the file's mtime in ns: {v1}"
+    );
+    // The same file again is a no-op; a deleted file deletes the document.
+    q.submit(vec![change.clone()], Ack::Applied).unwrap();
+    assert_eq!(version(&index, "notes.md"), Some(v1));
+    std::fs::remove_file(&path).unwrap();
+    q.submit(vec![change], Ack::Applied).unwrap();
+    assert_eq!(version(&index, "notes.md"), None);
+}
+
+fn wait_until(mut f: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !f() {
+        assert!(started.elapsed() < Duration::from_secs(10), "timed out");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -11,7 +11,9 @@
 //! A change is `1` + document (tenant, id, version `u64`, text, title option,
 //! source option, attribute count `u32` then key + value (`0` text, `1` int
 //! `i64`, `2` bool byte), ACL option (tenant, allow count + tags, deny count +
-//! tags, tags as `u:`/`g:`/`r:` strings)) or `2` + key (tenant, document id).
+//! tags, tags as `u:`/`g:`/`r:` strings)), `2` + key (tenant, document id), or
+//! `3` + document (its text empty) + path (`u32` length + the path's bytes, as
+//! the OS gives them) for a change read from a file.
 
 use rag_core::{Acl, AttrValue, DocId, DocKey, Document, Metadata, PermissionTag, TenantId};
 
@@ -70,47 +72,64 @@ fn put_tags<'a>(out: &mut Vec<u8>, tags: impl ExactSizeIterator<Item = &'a Permi
 
 fn put_change(out: &mut Vec<u8>, change: &Change) {
     match change {
+        Change::UpsertFile { doc, path } => {
+            out.push(3);
+            put_document(
+                out,
+                &Document {
+                    text: String::new(),
+                    ..doc.clone()
+                },
+            );
+            let bytes = path.as_os_str().as_encoded_bytes();
+            put_u32(out, bytes.len() as u32);
+            out.extend_from_slice(bytes);
+        }
         Change::Upsert(d) => {
             out.push(1);
-            put_str(out, d.tenant.as_str());
-            put_str(out, d.id.as_str());
-            put_u64(out, d.version);
-            put_str(out, &d.text);
-            put_opt(out, d.metadata.title.as_deref());
-            put_opt(out, d.metadata.source.as_deref());
-            put_u32(out, d.metadata.attributes.len() as u32);
-            for (k, v) in &d.metadata.attributes {
-                put_str(out, k);
-                match v {
-                    AttrValue::Text(s) => {
-                        out.push(0);
-                        put_str(out, s);
-                    }
-                    AttrValue::Int(i) => {
-                        out.push(1);
-                        out.extend_from_slice(&i.to_le_bytes());
-                    }
-                    AttrValue::Bool(b) => {
-                        out.push(2);
-                        out.push(u8::from(*b));
-                    }
-                }
-            }
-            match &d.acl {
-                Some(acl) => {
-                    out.push(1);
-                    put_str(out, acl.tenant.as_str());
-                    put_tags(out, acl.allow.iter());
-                    put_tags(out, acl.deny.iter());
-                }
-                None => out.push(0),
-            }
+            put_document(out, d);
         }
         Change::Delete(key) => {
             out.push(2);
             put_str(out, key.tenant.as_str());
             put_str(out, key.doc_id.as_str());
         }
+    }
+}
+
+fn put_document(out: &mut Vec<u8>, d: &Document) {
+    put_str(out, d.tenant.as_str());
+    put_str(out, d.id.as_str());
+    put_u64(out, d.version);
+    put_str(out, &d.text);
+    put_opt(out, d.metadata.title.as_deref());
+    put_opt(out, d.metadata.source.as_deref());
+    put_u32(out, d.metadata.attributes.len() as u32);
+    for (k, v) in &d.metadata.attributes {
+        put_str(out, k);
+        match v {
+            AttrValue::Text(s) => {
+                out.push(0);
+                put_str(out, s);
+            }
+            AttrValue::Int(i) => {
+                out.push(1);
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+            AttrValue::Bool(b) => {
+                out.push(2);
+                out.push(u8::from(*b));
+            }
+        }
+    }
+    match &d.acl {
+        Some(acl) => {
+            out.push(1);
+            put_str(out, acl.tenant.as_str());
+            put_tags(out, acl.allow.iter());
+            put_tags(out, acl.deny.iter());
+        }
+        None => out.push(0),
     }
 }
 
@@ -203,49 +222,7 @@ impl<'a> Reader<'a> {
 
     fn change(&mut self) -> Decoded<Change> {
         match self.byte()? {
-            1 => {
-                let tenant = TenantId::new(self.string()?);
-                let id = DocId::new(self.string()?);
-                let version = self.u64()?;
-                let text = self.string()?;
-                let mut metadata = Metadata {
-                    title: self.opt()?,
-                    source: self.opt()?,
-                    ..Metadata::default()
-                };
-                for _ in 0..self.u32()? {
-                    let key = self.string()?;
-                    let value = match self.byte()? {
-                        0 => AttrValue::Text(self.string()?),
-                        1 => {
-                            let mut b = [0u8; 8];
-                            b.copy_from_slice(self.take(8)?);
-                            AttrValue::Int(i64::from_le_bytes(b))
-                        }
-                        2 => AttrValue::Bool(self.byte()? != 0),
-                        _ => return Err("bad attribute tag"),
-                    };
-                    metadata.attributes.insert(key, value);
-                }
-                let acl = match self.byte()? {
-                    0 => None,
-                    1 => {
-                        let mut acl = Acl::new(TenantId::new(self.string()?));
-                        acl.allow.extend(self.tags()?);
-                        acl.deny.extend(self.tags()?);
-                        Some(acl)
-                    }
-                    _ => return Err("bad ACL tag"),
-                };
-                Ok(Change::Upsert(Document {
-                    tenant,
-                    id,
-                    version,
-                    text,
-                    metadata,
-                    acl,
-                }))
-            }
+            1 => Ok(Change::Upsert(self.document()?)),
             2 => {
                 let tenant = TenantId::new(self.string()?);
                 Ok(Change::Delete(DocKey::new(
@@ -253,9 +230,75 @@ impl<'a> Reader<'a> {
                     DocId::new(self.string()?),
                 )))
             }
+            3 => {
+                let doc = self.document()?;
+                let n = self.u32()? as usize;
+                let bytes = self.take(n)?;
+                let path = std::str::from_utf8(bytes)
+                    .map(std::path::PathBuf::from)
+                    .or_else(|_| os_path(bytes))?;
+                Ok(Change::UpsertFile { doc, path })
+            }
             _ => Err("bad change tag"),
         }
     }
+
+    fn document(&mut self) -> Decoded<Document> {
+        let tenant = TenantId::new(self.string()?);
+        let id = DocId::new(self.string()?);
+        let version = self.u64()?;
+        let text = self.string()?;
+        let mut metadata = Metadata {
+            title: self.opt()?,
+            source: self.opt()?,
+            ..Metadata::default()
+        };
+        for _ in 0..self.u32()? {
+            let key = self.string()?;
+            let value = match self.byte()? {
+                0 => AttrValue::Text(self.string()?),
+                1 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(self.take(8)?);
+                    AttrValue::Int(i64::from_le_bytes(b))
+                }
+                2 => AttrValue::Bool(self.byte()? != 0),
+                _ => return Err("bad attribute tag"),
+            };
+            metadata.attributes.insert(key, value);
+        }
+        let acl = match self.byte()? {
+            0 => None,
+            1 => {
+                let mut acl = Acl::new(TenantId::new(self.string()?));
+                acl.allow.extend(self.tags()?);
+                acl.deny.extend(self.tags()?);
+                Some(acl)
+            }
+            _ => return Err("bad ACL tag"),
+        };
+        Ok(Document {
+            tenant,
+            id,
+            version,
+            text,
+            metadata,
+            acl,
+        })
+    }
+}
+
+/// A path that is not UTF-8, from the bytes the OS gave.
+#[cfg(unix)]
+fn os_path(bytes: &[u8]) -> Decoded<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    Ok(std::ffi::OsStr::from_bytes(bytes).into())
+}
+
+/// Elsewhere paths are stored as UTF-8 only.
+#[cfg(not(unix))]
+fn os_path(_: &[u8]) -> Decoded<std::path::PathBuf> {
+    Err("a path is not UTF-8")
 }
 
 /// The record `payload` holds.
@@ -321,6 +364,13 @@ mod tests {
             Record::Redriven {
                 id: 2,
                 change: Change::Upsert(Document::new("acme", "bare", "no acl")),
+            },
+            Record::Enqueued {
+                id: 3,
+                change: Change::UpsertFile {
+                    doc: Document::new("acme", "notes.md", "").readable_by_group("staff"),
+                    path: "/srv/docs/notes.md".into(),
+                },
             },
         ];
         for r in records {

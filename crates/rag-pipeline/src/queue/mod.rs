@@ -39,16 +39,78 @@ pub enum Change {
     Upsert(Document),
     /// Remove a document (removing one that is not there is not an error).
     Delete(DocKey),
+    /// Write a document whose text is read from `path` when the change is applied
+    /// (the `doc`'s own text is ignored, and its version is the file's modification
+    /// time in nanoseconds, so a later edit always wins and re-reading an unchanged
+    /// file is a no-op): what a file watcher queues. A file that is
+    /// gone by then deletes the document; one that is not UTF-8 is rejected as
+    /// invalid (a dead letter, re-drivable once the file is fixed, since the
+    /// re-drive reads it again).
+    UpsertFile {
+        /// The document, less its text.
+        doc: Document,
+        /// Where its text is.
+        path: PathBuf,
+    },
 }
 
 impl Change {
     /// The document the change is about.
     pub fn key(&self) -> DocKey {
         match self {
-            Change::Upsert(d) => d.key(),
+            Change::Upsert(d) | Change::UpsertFile { doc: d, .. } => d.key(),
             Change::Delete(k) => k.clone(),
         }
     }
+
+    fn is_upsert(&self) -> bool {
+        !matches!(self, Change::Delete(_))
+    }
+
+    /// The document to write (`None`: delete it, its file is gone).
+    fn materialize(&self) -> Result<Option<Document>, Error> {
+        match self {
+            Change::Upsert(d) => Ok(Some(d.clone())),
+            Change::Delete(_) => Ok(None),
+            Change::UpsertFile { doc, path } => match read_file(path) {
+                Ok((bytes, version)) => match String::from_utf8(bytes) {
+                    Ok(text) => Ok(Some(Document {
+                        text,
+                        version: version.unwrap_or(doc.version),
+                        ..doc.clone()
+                    })),
+                    Err(e) => Err(Error::InvalidInput(rag_core::InvalidInput::Malformed {
+                        what: "file",
+                        detail: format!(
+                            "{} is not UTF-8 (invalid byte at offset {})",
+                            doc.id,
+                            e.utf8_error().valid_up_to()
+                        ),
+                    })),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::Transient {
+                    stage: Stage::Index,
+                    source: Box::new(e),
+                }),
+            },
+        }
+    }
+}
+
+/// A file's bytes and its modification time in nanoseconds since the epoch.
+fn read_file(path: &Path) -> std::io::Result<(Vec<u8>, Option<u64>)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let modified = file
+        .metadata()?
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| u64::try_from(d.as_nanos()).ok());
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok((bytes, modified))
 }
 
 /// When a submit returns.
@@ -487,6 +549,11 @@ impl IngestQueue {
             .collect()
     }
 
+    /// The most changes that may wait at once ([`QueueConfig::capacity`]).
+    pub fn capacity(&self) -> usize {
+        self.shared.config.capacity
+    }
+
     /// Changes waiting to be applied.
     pub fn depth(&self) -> usize {
         lock(&self.shared.state).pending.len()
@@ -521,6 +588,23 @@ impl IngestQueue {
         }
         self.shared.work.notify_all();
         Ok(())
+    }
+
+    /// Waits up to `timeout` for everything queued to be applied (or
+    /// dead-lettered), leaving the worker running; returns how many are still
+    /// pending. What is left stays in the journal for the next open.
+    pub fn drain(&self, timeout: Duration) -> usize {
+        let started = Instant::now();
+        let mut st = lock(&self.shared.state);
+        while !st.pending.is_empty() && started.elapsed() < timeout && self.worker.is_some() {
+            st = self
+                .shared
+                .done
+                .wait_timeout(st, timeout.saturating_sub(started.elapsed()))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        st.pending.len()
     }
 
     /// Applies everything queued (waiting up to `timeout`), then stops the worker.
@@ -606,10 +690,10 @@ fn run(s: &Shared) {
             let mut batch: Vec<(u64, Change, u32)> = Vec::new();
             let mut keys = std::collections::HashSet::new();
             for (id, change, attempts) in st.pending.iter() {
-                let upsert = matches!(change, Change::Upsert(_));
+                let upsert = change.is_upsert();
                 let fits = batch.is_empty()
                     || (upsert
-                        && matches!(batch[0].1, Change::Upsert(_))
+                        && batch[0].1.is_upsert()
                         && batch.len() < s.config.batch
                         && !keys.contains(&change.key()));
                 if !fits {
@@ -633,9 +717,9 @@ fn run(s: &Shared) {
 /// Applies a batch; a rejected batch of several is applied one by one.
 fn apply(s: &Shared, batch: &[(u64, Change, u32)]) -> Vec<Result<u64, Error>> {
     let one = |change: &Change| -> Result<u64, Error> {
-        match change {
-            Change::Upsert(d) => s.pipeline.ingest(vec![d.clone()]).map(|_| ()),
-            Change::Delete(k) => match s.pipeline.delete(k) {
+        match change.materialize()? {
+            Some(d) => s.pipeline.ingest(vec![d]).map(|_| ()),
+            None => match s.pipeline.delete(&change.key()) {
                 Err(Error::NotFound { .. }) => Ok(()),
                 other => other,
             },
@@ -645,14 +729,19 @@ fn apply(s: &Shared, batch: &[(u64, Change, u32)]) -> Vec<Result<u64, Error>> {
     if batch.len() == 1 {
         return vec![one(&batch[0].1)];
     }
-    let docs: Vec<Document> = batch
+    // A file that is gone or undecodable takes the one-by-one path below.
+    let docs: Option<Vec<Document>> = batch
         .iter()
-        .filter_map(|(_, c, _)| match c {
-            Change::Upsert(d) => Some(d.clone()),
-            Change::Delete(_) => None,
-        })
+        .map(|(_, c, _)| c.materialize().ok().flatten())
         .collect();
-    match s.pipeline.ingest(docs) {
+    let batched = match docs {
+        Some(docs) => s.pipeline.ingest(docs),
+        None => Err(Error::InvalidInput(rag_core::InvalidInput::Malformed {
+            what: "batch",
+            detail: "a file in it is gone or unreadable".into(),
+        })),
+    };
+    match batched {
         Ok(_) => {
             let seq = s.pipeline.admin_index().stats().sequence;
             batch.iter().map(|_| Ok(seq)).collect()
@@ -692,6 +781,15 @@ fn apply(s: &Shared, batch: &[(u64, Change, u32)]) -> Vec<Result<u64, Error>> {
     }
 }
 
+/// A dead letter's reason: the kind of failure, with an invalid input's own
+/// description (ids and sizes, never document text).
+fn reason(e: &Error) -> String {
+    match e {
+        Error::InvalidInput(inner) => format!("invalid input: {inner}"),
+        other => other.summary(),
+    }
+}
+
 /// Records the outcomes; returns `false` when the worker must stop.
 fn settle(s: &Shared, batch: &[(u64, Change, u32)], results: Vec<Result<u64, Error>>) -> bool {
     let mut records = Vec::new();
@@ -707,7 +805,7 @@ fn settle(s: &Shared, batch: &[(u64, Change, u32)], results: Vec<Result<u64, Err
                 let attempts = attempts + 1;
                 let poison = matches!(e, Error::InvalidInput(_));
                 if poison || attempts >= s.config.max_attempts {
-                    let reason = e.summary();
+                    let reason = reason(&e);
                     tracing::warn!(id, attempts, %reason, "queued change dead-lettered");
                     records.push(Record::Dead {
                         id: *id,
