@@ -187,3 +187,61 @@ fn concurrent_answers_keep_one_verified_chain() {
     assert_eq!(v.records.len(), 80);
     assert_eq!(v.head, log.head());
 }
+
+#[test]
+fn a_streamed_answer_is_in_the_log_before_its_first_event_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = Arc::new(AuditLog::open(&path).unwrap());
+    let p = pipeline(log.clone(), AuditFailure::Refuse);
+    for (round, options) in [QueryOptions::default(), QueryOptions::default()]
+        .into_iter()
+        .enumerate()
+    {
+        // The second round is a cache hit: recorded before it is sent too.
+        let mut checked = false;
+        let answer = p
+            .query_stream(&sam(), QUESTION, &options, &mut |event| {
+                if !checked {
+                    checked = true;
+                    let records = verify(&path).unwrap().records;
+                    assert_eq!(records.len(), round + 1, "recorded before the first event");
+                    if let rag_pipeline::QueryEvent::Retrieved { sources } = event {
+                        let sent: Vec<String> = sources
+                            .iter()
+                            .map(|c| format!("{}@{}#{}", c.doc_id, c.doc_version, c.chunk_id))
+                            .collect();
+                        assert_eq!(records[round].event.resources, sent);
+                    } else {
+                        panic!("the first event is not the sources");
+                    }
+                }
+                rag_core::TokenControl::Continue
+            })
+            .unwrap();
+        assert!(checked);
+        assert_eq!(answer.from_cache, round == 1);
+    }
+    // One record per answer, not one per event.
+    assert_eq!(verify(&path).unwrap().records.len(), 2);
+}
+
+#[test]
+fn a_stream_whose_record_cannot_be_written_sends_nothing() {
+    struct Failing;
+    impl AuditSink for Failing {
+        fn record(&self, _: &AnswerRecord) -> rag_core::Result<()> {
+            Err(Error::backend(rag_core::Stage::Audit, "disk full"))
+        }
+    }
+    let p = pipeline(Arc::new(Failing), AuditFailure::Refuse);
+    let mut events = 0;
+    let err = p
+        .query_stream(&sam(), QUESTION, &QueryOptions::default(), &mut |_| {
+            events += 1;
+            rag_core::TokenControl::Continue
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err}");
+    assert_eq!(events, 0, "no passage left without its record");
+}

@@ -114,6 +114,14 @@ pub struct QueryAnswer {
     pub degradations: Vec<Degradation>,
 }
 
+/// What has been recorded in the audit sink for the question being answered.
+struct AuditState<'a> {
+    question: &'a str,
+    at: SystemTime,
+    recorded: Vec<rag_core::Citation>,
+    wrote: bool,
+}
+
 /// Streams an answer made whole (cached, extractive, abstained, nothing found):
 /// its sources (unless already sent), then its text as one piece.
 fn send_whole(
@@ -220,8 +228,19 @@ impl Pipeline {
         let _enter = span.enter();
         let start = Instant::now();
         let asked_at = SystemTime::now();
-        let result = self.query_inner(principal, question, options, start, on_event);
-        let result = self.audit_answer(principal, question, asked_at, result);
+        let mut audit = AuditState {
+            question,
+            at: asked_at,
+            recorded: Vec::new(),
+            wrote: false,
+        };
+        let result = self.query_inner(principal, question, options, start, on_event, &mut audit);
+        // Answers were recorded before they left; refusals and failures here.
+        let result = if audit.wrote {
+            result
+        } else {
+            self.audit_answer(principal, question, asked_at, result)
+        };
         observe::stage("query", result.is_ok(), start.elapsed());
         if let Ok(a) = &result {
             for d in &a.degradations {
@@ -270,25 +289,64 @@ impl Pipeline {
             from_cache,
             decision,
         };
+        match (self.write_record(sink.as_ref(), &record), result) {
+            // A refusal stays a refusal.
+            (_, Err(denied)) => Err(denied),
+            (Ok(()), ok) => ok,
+            (Err(e), Ok(_)) => Err(e),
+        }
+    }
+
+    /// Writes `record`; `Err` only when it failed and the configuration refuses
+    /// answers without their record.
+    fn write_record(&self, sink: &dyn rag_core::AuditSink, record: &AnswerRecord) -> Result<()> {
         let t = Instant::now();
-        let written = sink.record(&record);
+        let written = sink.record(record);
         observe::stage("audit", written.is_ok(), t.elapsed());
         match (written, self.config.audit_failure) {
-            (Ok(()), _) => result,
+            (Ok(()), _) => Ok(()),
             (Err(e), AuditFailure::Refuse) => {
                 tracing::error!(error = %e.summary(), "audit record not written: answer refused");
-                match result {
-                    // A refusal stays a refusal.
-                    Err(denied) => Err(denied),
-                    Ok(_) => Err(e),
-                }
+                Err(e)
             }
             (Err(e), AuditFailure::Answer) => {
                 tracing::error!(error = %e.summary(), "audit record not written: answering anyway");
                 metrics::counter!(observe::AUDIT_FAILURES).increment(1);
-                result
+                Ok(())
             }
         }
+    }
+
+    /// Records what is about to leave (before the first event of an answer, and
+    /// again before passages not yet recorded), so that no passage reaches a caller,
+    /// streamed or not, without its audit record.
+    fn audit_before_sending(
+        &self,
+        state: &mut AuditState<'_>,
+        principal: &Principal,
+        served: &[rag_core::Citation],
+        decision: AnswerDecision,
+        from_cache: bool,
+    ) -> Result<()> {
+        let Some(sink) = &self.audit else {
+            return Ok(());
+        };
+        if state.wrote && served.iter().all(|c| state.recorded.contains(c)) {
+            return Ok(());
+        }
+        let record = AnswerRecord {
+            tenant: principal.tenant.clone(),
+            user: principal.user.clone(),
+            at: state.at,
+            question_sha256: AnswerRecord::hash_question(state.question.trim()),
+            served: served.to_vec(),
+            from_cache,
+            decision,
+        };
+        self.write_record(sink.as_ref(), &record)?;
+        state.wrote = true;
+        state.recorded.extend(served.iter().cloned());
+        Ok(())
     }
 
     fn query_inner(
@@ -298,6 +356,7 @@ impl Pipeline {
         options: &QueryOptions,
         start: Instant,
         sink: &mut dyn FnMut(QueryEvent<'_>) -> TokenControl,
+        audit: &mut AuditState<'_>,
     ) -> Result<QueryAnswer> {
         let question = self.check_question(question)?;
         let mut clock = Clock {
@@ -333,6 +392,14 @@ impl Pipeline {
             let hit = clock.run("cache_lookup", || cache.lookup(&key, self.index.as_ref()))?;
             self.count_lookup(hit.is_some());
             if let Some(answer) = hit {
+                let served: Vec<_> = answer.sources().cloned().collect();
+                self.audit_before_sending(
+                    audit,
+                    principal,
+                    &served,
+                    AnswerDecision::Answered,
+                    true,
+                )?;
                 send_whole(sink, &answer, true);
                 return Ok(QueryAnswer {
                     answer,
@@ -363,6 +430,13 @@ impl Pipeline {
         })?;
         let Some(top_score) = result.hits.first().map(|h| h.score) else {
             let answer = prompt::nothing_found();
+            self.audit_before_sending(
+                audit,
+                principal,
+                &[],
+                AnswerDecision::NothingVisible,
+                false,
+            )?;
             send_whole(sink, &answer, true);
             return Ok(QueryAnswer {
                 answer,
@@ -382,6 +456,7 @@ impl Pipeline {
             .is_some_and(|floor| top_score < floor)
         {
             let answer = prompt::abstained();
+            self.audit_before_sending(audit, principal, &[], AnswerDecision::Abstained, false)?;
             send_whole(sink, &answer, true);
             return Ok(QueryAnswer {
                 answer,
@@ -413,6 +488,13 @@ impl Pipeline {
                     )
                 })?;
                 let provenance = prompt::provenance(&context.used);
+                self.audit_before_sending(
+                    audit,
+                    principal,
+                    &provenance,
+                    AnswerDecision::Answered,
+                    false,
+                )?;
                 sent_sources = true;
                 if sink(QueryEvent::Retrieved {
                     sources: &provenance,
@@ -453,6 +535,14 @@ impl Pipeline {
                 degradations.push(Degradation::Extractive { reason });
                 kind = AnswerKind::Extractive;
                 let answer = prompt::extractive(&result.hits, 3);
+                let served: Vec<_> = answer.sources().cloned().collect();
+                self.audit_before_sending(
+                    audit,
+                    principal,
+                    &served,
+                    AnswerDecision::Answered,
+                    false,
+                )?;
                 send_whole(sink, &answer, !sent_sources);
                 answer
             }

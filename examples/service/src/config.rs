@@ -22,7 +22,8 @@
 //!
 //! Relative paths are resolved against the file's directory. `RAG_SERVICE_LISTEN`
 //! and `RAG_SERVICE_STATE_DIR` override `listen` and `state_dir`; webhook secrets
-//! are read only from the environment, never from the file. An unknown key is an
+//! are read from the environment or a file of their own (`secret_env`,
+//! `secret_file`), never from this one. An unknown key is an
 //! error (a typo would otherwise silently keep a default).
 
 use std::net::SocketAddr;
@@ -182,7 +183,11 @@ pub struct WebhookConfig {
     /// The tenant whose documents it changes.
     pub tenant: String,
     /// The environment variable holding the HMAC secret (at least 32 bytes).
-    pub secret_env: String,
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Or a file holding it (a mounted secret; trailing whitespace is dropped).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
     /// How far a signature's timestamp may be from now, in seconds.
     #[serde(default = "default_tolerance")]
     pub tolerance_s: u64,
@@ -268,6 +273,11 @@ impl Config {
         for w in &mut self.watch {
             join(&mut w.dir);
         }
+        for w in &mut self.webhooks {
+            if let Some(f) = &mut w.secret_file {
+                join(f);
+            }
+        }
     }
 
     /// Checks values that TOML's types cannot.
@@ -324,17 +334,27 @@ impl Config {
         Ok(())
     }
 
-    /// The webhook secret of `w` from its environment variable.
+    /// The webhook secret of `w`, from its environment variable or file.
     pub fn webhook_secret(w: &WebhookConfig) -> Result<Vec<u8>, ConfigError> {
-        match std::env::var(&w.secret_env) {
-            Ok(s) if s.len() >= 32 => Ok(s.into_bytes()),
-            Ok(_) => Err(ConfigError::Invalid(format!(
-                "webhook secret {} of tenant {} is under 32 bytes",
-                w.secret_env, w.tenant
+        let (secret, from) = match (&w.secret_env, &w.secret_file) {
+            (Some(var), _) => (std::env::var(var).ok(), var.clone()),
+            (None, Some(file)) => (
+                std::fs::read_to_string(file)
+                    .ok()
+                    .map(|s| s.trim_end().to_owned()),
+                file.display().to_string(),
+            ),
+            (None, None) => (None, "nothing".to_owned()),
+        };
+        match secret {
+            Some(s) if s.len() >= 32 => Ok(s.into_bytes()),
+            Some(_) => Err(ConfigError::Invalid(format!(
+                "webhook secret of tenant {} (from {from}) is under 32 bytes",
+                w.tenant
             ))),
-            Err(_) => Err(ConfigError::Invalid(format!(
-                "webhook secret {} of tenant {} is not set",
-                w.secret_env, w.tenant
+            None => Err(ConfigError::Invalid(format!(
+                "webhook secret of tenant {} is not set (read from {from})",
+                w.tenant
             ))),
         }
     }

@@ -29,5 +29,17 @@ pub use config::Config;
 pub use routes::router;
 pub use service::{Models, Service, StartError};
 
+/// Serves `service` on `listener` until `shutdown` resolves, then lets requests
+/// in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: std::sync::Arc<Service>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(service))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// The request-id header.
 pub const REQUEST_ID: &str = "x-request-id";

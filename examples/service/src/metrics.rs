@@ -1,7 +1,7 @@
 //! Prometheus: one recorder per process with bucketed histograms, its upkeep on a
 //! timer, and per-route request counters and durations.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
@@ -36,11 +36,13 @@ pub const WATCHER_RESCANS: &str = "rag_watcher_rescans_total";
 /// Watcher errors by reason.
 pub const WATCHER_ERRORS: &str = "rag_watcher_errors_total";
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 
-/// Installs the process's recorder (once; later calls return the same handle).
+/// Installs the process's recorder (once, even when called from several threads at
+/// once; later calls return the same handle).
 pub fn install() -> Result<PrometheusHandle, BuildError> {
-    if let Some(h) = HANDLE.get() {
+    let mut slot = HANDLE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(h) = &*slot {
         return Ok(h.clone());
     }
     let handle = PrometheusBuilder::new()
@@ -70,7 +72,8 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         "File watcher errors by reason (overflow, error, watch, queue); each triggers a rescan"
     );
     rag::pipeline::observe::describe();
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    *slot = Some(handle.clone());
+    Ok(handle)
 }
 
 /// Runs the recorder's upkeep (histogram compaction) every `every`, for ever.

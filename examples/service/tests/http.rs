@@ -2,7 +2,12 @@
 //! embedder, an echo generator): tokens, tenant isolation in answers, streams,
 //! documents and dead letters, and JSON errors. The same checks on the real models
 //! and real clients run in `.ci/run` (`examples/service/e2e/run.py`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,6 +49,10 @@ struct Running {
 }
 
 fn start() -> Running {
+    start_with(Arc::new(EchoGenerator::default()))
+}
+
+fn start_with(generator: Arc<dyn rag::Generator>) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let keys: Vec<Value> = SECRETS
         .iter()
@@ -66,7 +75,7 @@ fn start() -> Running {
         .start(|| {
             Ok(Models {
                 embedder: Arc::new(HashEmbedder::new(64)?),
-                generator: Some(Arc::new(EchoGenerator::default())),
+                generator: Some(generator),
                 dense_floor: None,
             })
         })
@@ -242,4 +251,69 @@ fn two_tenants_over_http_never_see_each_other() {
     let (st, body, _) = call(Method::GET, "/readyz", None, None);
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["reasons"][0], "shutting down");
+}
+
+#[test]
+fn a_client_that_disconnects_mid_stream_stops_generation() {
+    use std::io::{BufRead, BufReader, Write};
+    let generator = rag::pipeline::testing::ScriptedGenerator::new(500)
+        .delays(Duration::ZERO, Duration::from_millis(10))
+        .shared();
+    let s = start_with(generator.clone());
+    let ing = token("acme", "bot", &["ingester"]);
+    let resp = Client::new()
+        .put(format!("{}/v1/documents/doc?ack=applied", s.base))
+        .bearer_auth(&ing)
+        .json(&json!({"text": "the spare key is in the top drawer", "groups": ["staff"]}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    let body = json!({"question": "where is the spare key?"}).to_string();
+    write!(
+        conn,
+        "POST /v1/query HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
+         accept: text/event-stream\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        token("acme", "ann", &["reader"]),
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut tokens = 0;
+    let mut line = String::new();
+    while tokens < 5 {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the stream ended early"
+        );
+        if line.starts_with("event: token") {
+            tokens += 1;
+        }
+    }
+    let at_close = generator.produced();
+    conn.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(reader);
+    drop(conn);
+    let started = std::time::Instant::now();
+    while generator.running() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "generation did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let after = generator.produced() - at_close;
+    println!("pieces generated after the client went away: {after}");
+    assert!(
+        after <= 3,
+        "{after} pieces were generated after the client went away"
+    );
+    assert!(
+        generator.produced() < 100,
+        "generation ran on: {}",
+        generator.produced()
+    );
 }
