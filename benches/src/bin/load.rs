@@ -627,6 +627,8 @@ async fn soak(
         "dead_letters_match_poison": dead == poisoned, "queue_left_after_drain": left,
         "queue_depth_max": depth_max, "rss_start_mb": rss_start, "rss_end_mb": rss_end, "rss_max_mb": rss_max,
         "rss_first_half_mean_mb": mean(&rss_series[..half]), "rss_second_half_mean_mb": mean(&rss_series[half..]),
+        "rss_each_minute_mb": rss_series.iter().step_by(60).copied().collect::<Vec<f64>>(),
+        "index_end": setup.service.rag().map(|r| { let st = r.pipeline().admin_index().stats(); json!({"documents": st.documents, "chunks": st.chunks, "tombstones": st.tombstones}) }),
     });
     println!("soak: {report}");
     Ok(report)

@@ -609,18 +609,7 @@ impl IngestQueue {
 
     /// Applies everything queued (waiting up to `timeout`), then stops the worker.
     pub fn close(mut self, timeout: Duration) -> Result<(), QueueError> {
-        let started = Instant::now();
-        {
-            let mut st = lock(&self.shared.state);
-            while !st.pending.is_empty() && started.elapsed() < timeout && self.worker.is_some() {
-                st = self
-                    .shared
-                    .done
-                    .wait_timeout(st, timeout.saturating_sub(started.elapsed()))
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-            }
-        }
+        self.drain(timeout);
         self.stop();
         Ok(())
     }
