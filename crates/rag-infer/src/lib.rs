@@ -29,6 +29,6 @@ mod sampling;
 
 pub use embedder::{EmbedderConfig, OnnxEmbedder, Pooling};
 pub use error::{InferError, Result};
-pub use generator::{GeneratorConfig, OnnxGenerator};
+pub use generator::{GeneratorConfig, LocalGenerator, OnnxGenerator};
 pub use runtime::{SessionOptions, build_session, load_runtime, runtime_loaded};
 pub use sampling::repeats_ngram;

@@ -317,6 +317,24 @@ impl Pipeline {
         }
     }
 
+    /// [`Pipeline::audit_before_sending`] for a whole answer about to be sent.
+    fn audit_whole(
+        &self,
+        state: &mut AuditState<'_>,
+        principal: &Principal,
+        answer: &Answer,
+        from_cache: bool,
+    ) -> Result<()> {
+        let served: Vec<_> = answer.sources().cloned().collect();
+        self.audit_before_sending(
+            state,
+            principal,
+            &served,
+            AnswerDecision::Answered,
+            from_cache,
+        )
+    }
+
     /// Records what is about to leave (before the first event of an answer, and
     /// again before passages not yet recorded), so that no passage reaches a caller,
     /// streamed or not, without its audit record.
@@ -392,14 +410,7 @@ impl Pipeline {
             let hit = clock.run("cache_lookup", || cache.lookup(&key, self.index.as_ref()))?;
             self.count_lookup(hit.is_some());
             if let Some(answer) = hit {
-                let served: Vec<_> = answer.sources().cloned().collect();
-                self.audit_before_sending(
-                    audit,
-                    principal,
-                    &served,
-                    AnswerDecision::Answered,
-                    true,
-                )?;
+                self.audit_whole(audit, principal, &answer, true)?;
                 send_whole(sink, &answer, true);
                 return Ok(QueryAnswer {
                     answer,
@@ -485,6 +496,7 @@ impl Pipeline {
                         question,
                         &result.hits,
                         self.config.max_answer_tokens,
+                        self.config.context_tokens,
                     )
                 })?;
                 let provenance = prompt::provenance(&context.used);
@@ -535,14 +547,7 @@ impl Pipeline {
                 degradations.push(Degradation::Extractive { reason });
                 kind = AnswerKind::Extractive;
                 let answer = prompt::extractive(&result.hits, 3);
-                let served: Vec<_> = answer.sources().cloned().collect();
-                self.audit_before_sending(
-                    audit,
-                    principal,
-                    &served,
-                    AnswerDecision::Answered,
-                    false,
-                )?;
+                self.audit_whole(audit, principal, &answer, false)?;
                 send_whole(sink, &answer, !sent_sources);
                 answer
             }

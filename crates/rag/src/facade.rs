@@ -101,18 +101,20 @@ impl RagBuilder {
         self
     }
 
-    /// MiniLM and SmolLM2 on ONNX Runtime from the pinned assets
-    /// (`python3 tools/assets.py fetch`), with MiniLM's calibrated abstention floor.
+    /// MiniLM and the local generator (`$RAG_SDK_GENERATOR`, else
+    /// [`LocalGenerator`](rag_infer::LocalGenerator)'s default) on ONNX Runtime from
+    /// the pinned assets (`python3 tools/assets.py fetch`), with MiniLM's calibrated
+    /// abstention floor.
     #[cfg(feature = "onnx")]
     pub fn local_models(mut self) -> Result<Self> {
-        use rag_infer::{EmbedderConfig, GeneratorConfig, OnnxEmbedder, OnnxGenerator, assets};
+        use rag_infer::{EmbedderConfig, LocalGenerator, OnnxEmbedder, OnnxGenerator, assets};
         rag_infer::load_runtime(&assets::runtime_library())?;
         self.embedder = Some(Arc::new(
             OnnxEmbedder::new(EmbedderConfig::pinned_minilm())?,
         ));
-        self.generator = Some(Arc::new(OnnxGenerator::new(GeneratorConfig::smollm2(
-            "q4",
-        ))?));
+        let local = LocalGenerator::from_env()?;
+        self.generator = Some(Arc::new(OnnxGenerator::new(local.config())?));
+        self.config.context_tokens = local.passage_budget();
         self.config.abstention.dense = Some(EmbedderConfig::MINILM_DENSE_FLOOR);
         Ok(self)
     }

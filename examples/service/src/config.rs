@@ -136,7 +136,8 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum GeneratorChoice {
-    /// SmolLM2 on ONNX Runtime, in process.
+    /// The local generator on ONNX Runtime, in process (`$RAG_SDK_GENERATOR`:
+    /// `smollm2` or `qwen`, else the SDK's default).
     #[default]
     Local,
     /// None: answers quote the passages (extractive).

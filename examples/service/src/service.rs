@@ -25,20 +25,23 @@ pub struct Models {
     pub generator: Option<Arc<dyn Generator>>,
     /// The embedder's calibrated dense abstention floor, if known.
     pub dense_floor: Option<f32>,
+    /// The passage budget of the prompt (`PipelineConfig::context_tokens`).
+    pub context_tokens: Option<usize>,
 }
 
 impl Models {
     /// MiniLM on ONNX Runtime from the pinned assets (`python3 tools/assets.py
-    /// fetch`), with SmolLM2 when `generate`.
+    /// fetch`), with the local generator (`$RAG_SDK_GENERATOR`, else SmolLM2) when
+    /// `generate`.
     pub fn local(generate: bool) -> rag::Result<Self> {
-        use rag::infer::{EmbedderConfig, GeneratorConfig, OnnxEmbedder, OnnxGenerator, assets};
+        use rag::infer::{EmbedderConfig, LocalGenerator, OnnxEmbedder, OnnxGenerator, assets};
         rag::infer::load_runtime(&assets::runtime_library())?;
         let embedder: Arc<dyn Embedder> =
             Arc::new(OnnxEmbedder::new(EmbedderConfig::pinned_minilm())?);
         let generator: Option<Arc<dyn Generator>> = if generate {
-            Some(Arc::new(OnnxGenerator::new(GeneratorConfig::smollm2(
-                "q4",
-            ))?))
+            Some(Arc::new(OnnxGenerator::new(
+                LocalGenerator::from_env()?.config(),
+            )?))
         } else {
             None
         };
@@ -46,6 +49,11 @@ impl Models {
             embedder,
             generator,
             dense_floor: Some(EmbedderConfig::MINILM_DENSE_FLOOR),
+            context_tokens: if generate {
+                LocalGenerator::from_env()?.passage_budget()
+            } else {
+                None
+            },
         })
     }
 }
@@ -180,6 +188,7 @@ impl Service {
         let audit = AuditLog::open(dir.join("audit.log"))?;
         let mut pipeline = PipelineConfig::default();
         pipeline.abstention.dense = models.dense_floor;
+        pipeline.context_tokens = models.context_tokens;
         let mut builder = Rag::builder()
             .embedder(models.embedder)
             .config(pipeline)

@@ -77,6 +77,7 @@ fn start_with(generator: Arc<dyn rag::Generator>) -> Running {
                 embedder: Arc::new(HashEmbedder::new(64)?),
                 generator: Some(generator),
                 dense_floor: None,
+                context_tokens: None,
             })
         })
         .unwrap();

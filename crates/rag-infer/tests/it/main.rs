@@ -5,6 +5,7 @@
 
 mod embedder;
 mod generator;
+mod qwen;
 
 use std::sync::OnceLock;
 
