@@ -191,10 +191,11 @@ fn main() -> Result<()> {
     // Each generator loaded once, and only when a system asks for it.
     let mut generators: BTreeMap<&str, Arc<dyn Generator>> = BTreeMap::new();
     for name in &cli.systems {
-        let local = match name.split('-').next() {
-            Some("smollm2") => LocalGenerator::SmolLm2,
-            Some("qwen") => LocalGenerator::Qwen25Coder,
-            _ => continue,
+        // `smollm2-plain` and `qwen-brief` run on `smollm2` and `qwen`;
+        // `extractive` on none.
+        let base = name.split('-').next().unwrap_or_default();
+        let Ok(local) = LocalGenerator::from_name(base) else {
+            continue;
         };
         if !generators.contains_key(local.name()) {
             generators.insert(local.name(), Arc::new(OnnxGenerator::new(local.config())?));
@@ -486,17 +487,18 @@ fn main() -> Result<()> {
             v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
         };
         let floor = q(&t.un_scores, 80.0);
-        let below = |v: &[f32]| v.iter().filter(|s| f64::from(**s) < floor).count() as f64 / v.len().max(1) as f64;
+        let below = |v: &[f32], floor: f64| v.iter().filter(|s| f64::from(**s) < floor).count() as f64 / v.len().max(1) as f64;
+        let answerable_p5 = q(&t.scores, 5.0);
         serde_json::json!({
             "answerable_top_score": {"p5": q(&t.scores, 5.0), "p10": q(&t.scores, 10.0), "p25": q(&t.scores, 25.0), "p50": q(&t.scores, 50.0)},
             "unanswerable_top_score": {"p50": q(&t.un_scores, 50.0), "p80": q(&t.un_scores, 80.0), "p90": q(&t.un_scores, 90.0)},
             // The rule of docs/EVALUATION.md: abstain on at most 5% of answerable
             // questions; the share of unanswerable ones that floor catches.
-            "floor_at_answerable_p5": q(&t.scores, 5.0),
-            "unanswerable_below_answerable_p5": t.un_scores.iter().filter(|s| f64::from(**s) < q(&t.scores, 5.0)).count() as f64 / t.un_scores.len().max(1) as f64,
+            "floor_at_answerable_p5": answerable_p5,
+            "unanswerable_below_answerable_p5": below(&t.un_scores, answerable_p5),
             "floor_at_unanswerable_p80": floor,
-            "answerable_below_that_floor": below(&t.scores),
-            "unanswerable_below_that_floor": below(&t.un_scores),
+            "answerable_below_that_floor": below(&t.scores, floor),
+            "unanswerable_below_that_floor": below(&t.un_scores, floor),
         })
     });
     eprintln!("calibration: {}", calibration.clone().unwrap_or_default());
