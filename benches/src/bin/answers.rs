@@ -24,6 +24,7 @@
 #![allow(clippy::print_stdout)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -83,6 +84,24 @@ struct Cli {
     /// Where to write the JSON report.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Where to write every answer, one JSON line each (system, question, gold
+    /// answers, answer text, cited passages and whether each is good), to read
+    /// what the systems said.
+    #[arg(long)]
+    answers: Option<PathBuf>,
+}
+
+/// One answer, as `--answers` writes it.
+#[derive(Debug, Serialize)]
+struct AnswerLine<'a> {
+    system: &'a str,
+    question: &'a str,
+    gold: &'a [String],
+    gold_paragraph: &'a str,
+    answer: &'a str,
+    f1: f64,
+    cited: Vec<(&'a str, bool)>,
+    abstained: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -380,6 +399,10 @@ fn main() -> Result<()> {
         un_scores: Vec<f32>,
     }
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut dump = match &cli.answers {
+        Some(path) => Some(std::io::BufWriter::new(fs_err::File::create(path)?)),
+        None => None,
+    };
     let mut i = 0;
     while i < sample.len() {
         let art = article(sample[i]);
@@ -397,6 +420,7 @@ fn main() -> Result<()> {
                 tally.em += em;
                 tally.f1 += f;
                 tally.recall += f64::from(u8::from(o.served.contains(&q.paragraph_id)));
+                let mut cited = Vec::with_capacity(o.cited.len());
                 for c in &o.cited {
                     tally.cited += 1;
                     let good = c == &q.paragraph_id
@@ -404,6 +428,21 @@ fn main() -> Result<()> {
                             .get(c.as_str())
                             .is_some_and(|p| q.answers.iter().any(|g| p.text.contains(g.as_str())));
                     tally.cited_good += usize::from(good);
+                    cited.push((c.as_str(), good));
+                }
+                if let Some(out) = dump.as_mut() {
+                    let line = AnswerLine {
+                        system: name,
+                        question: &q.question,
+                        gold: &q.answers,
+                        gold_paragraph: &q.paragraph_id,
+                        answer: &o.text,
+                        f1: f,
+                        cited,
+                        abstained: o.abstained,
+                    };
+                    serde_json::to_writer(&mut *out, &line)?;
+                    out.write_all(b"\n")?;
                 }
                 tally.repeated += usize::from(rag_infer::repeats_ngram(&o.text, 4, 2));
                 tally.abstained += usize::from(o.abstained);

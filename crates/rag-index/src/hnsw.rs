@@ -155,6 +155,11 @@ impl Hnsw {
             .map_err(|e| IndexError::usearch("add", e))
     }
 
+    /// Whether `key` is in the graph.
+    pub fn contains(&self, key: u32) -> bool {
+        self.index.contains(u64::from(key))
+    }
+
     /// Removes a key; its node stays in the graph for navigation until compaction.
     pub fn remove(&self, key: u32) -> Result<()> {
         let _permit = self.permits.acquire();

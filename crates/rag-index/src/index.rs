@@ -39,6 +39,12 @@ pub struct HnswIndex {
     pub(crate) config: IndexConfig,
     pub(crate) state: RwLock<State>,
     pub(crate) writer: Mutex<()>,
+    /// Held while a snapshot has the graph frozen or applies what it held back.
+    pub(crate) freezing: Mutex<()>,
+    /// Read by every insert into the graph, written to grow it (usearch must not
+    /// insert while it reallocates); inserts come from the writer and, after a
+    /// snapshot, from applying what it held back.
+    pub(crate) graph_adds: RwLock<()>,
     pub(crate) filters: FilterCache,
 }
 
@@ -65,6 +71,8 @@ impl HnswIndex {
             config,
             state: RwLock::new(state),
             writer: Mutex::new(()),
+            freezing: Mutex::new(()),
+            graph_adds: RwLock::new(()),
             filters,
         }
     }
@@ -171,8 +179,8 @@ impl VectorIndexRead for HnswIndex {
         let state = self.state.read();
         Ok(state.docs.get(key).map(|d| DocumentInfo {
             version: d.header.version,
-            acl: d.acl.clone(),
-            metadata: d.metadata.clone(),
+            acl: d.acl.as_deref().cloned(),
+            metadata: (*d.metadata).clone(),
             content_hash: d.content_hash,
             chunk_ids: d
                 .slots

@@ -75,6 +75,7 @@
 mod config;
 mod error;
 mod filter;
+mod freeze;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hnsw;

@@ -134,7 +134,7 @@ fn digest<'a>(
 
 fn stored_digest(state: &State, entry: &DocEntry) -> [u8; 32] {
     digest(
-        entry.acl.as_ref(),
+        entry.acl.as_deref(),
         &entry.metadata,
         entry.content_hash.as_ref(),
         state.records_of(entry).map(|(slot, r)| {

@@ -27,10 +27,11 @@ pub struct DocHeader {
 pub struct DocEntry {
     /// Id and version.
     pub header: Arc<DocHeader>,
-    /// Who may read it.
-    pub acl: Option<Acl>,
-    /// Its metadata.
-    pub metadata: Metadata,
+    /// Who may read it (shared, so that a snapshot copies a pointer under the
+    /// writer lock, not the list).
+    pub acl: Option<Arc<Acl>>,
+    /// Its metadata (shared likewise).
+    pub metadata: Arc<Metadata>,
     /// The digest of its source the writer gave.
     pub content_hash: Option<ContentHash>,
     /// Its chunks' slots, in chunk order.
@@ -79,6 +80,29 @@ pub struct State {
     pub tombstones: usize,
     /// The BM25 index of the chunks' text, when the lexical leg is on.
     pub lexical: Option<Arc<Lexical>>,
+    /// Graph changes held back while a snapshot serialises the graph.
+    pub deferred: DeferredGraph,
+}
+
+/// Graph changes held back while the graph is being serialised (a snapshot or a
+/// checkpoint): writers publish without touching the graph, and searches score the
+/// published slots that are not in it yet by a scan; the snapshot applies the
+/// changes once the graph is written.
+#[derive(Debug, Default)]
+pub struct DeferredGraph {
+    /// Whether writers must leave the graph alone.
+    pub frozen: bool,
+    /// Published slots whose vectors are not in the graph yet.
+    pub unindexed: RoaringBitmap,
+    /// Retired slots still in the graph.
+    pub removals: Vec<u32>,
+}
+
+impl DeferredGraph {
+    /// Whether changes are waiting for the graph.
+    pub fn is_empty(&self) -> bool {
+        self.unindexed.is_empty() && self.removals.is_empty()
+    }
 }
 
 impl State {
@@ -96,6 +120,7 @@ impl State {
             hnsw,
             tombstones: 0,
             lexical: None,
+            deferred: DeferredGraph::default(),
         }
     }
 
@@ -115,7 +140,7 @@ impl State {
     /// Removes a document from everything searches read; returns its slots.
     pub fn unpublish(&mut self, key: &DocKey) -> Option<Vec<u32>> {
         let entry = self.docs.remove(key)?;
-        self.postings.remove(entry.acl.as_ref(), &entry.slots);
+        self.postings.remove(entry.acl.as_deref(), &entry.slots);
         for &slot in &entry.slots {
             self.live.remove(slot);
             if let Some(rec) = self.records.get_mut(slot as usize).and_then(Option::take)
@@ -140,7 +165,7 @@ impl State {
 
     /// Publishes a document whose vectors are already in the graph and the store.
     pub fn publish(&mut self, entry: DocEntry, records: Vec<SlotRecord>) {
-        self.postings.insert(entry.acl.as_ref(), &entry.slots);
+        self.postings.insert(entry.acl.as_deref(), &entry.slots);
         for (&slot, rec) in entry.slots.iter().zip(records) {
             self.live.insert(slot);
             self.chunks

@@ -58,7 +58,7 @@ impl HnswIndex {
         let n = ops.len();
         let mut results: Vec<Option<Result<WriteReport>>> = (0..n).map(|_| None).collect();
         let mut planned: Vec<(usize, u64, Planned)> = Vec::with_capacity(n);
-        let (hnsw, lexical) = {
+        let (hnsw, lexical, defer) = {
             let state = self.state.read();
             let mut overlay = Overlay::new(&state);
             let mut seq = state.sequence;
@@ -79,10 +79,17 @@ impl HnswIndex {
                     Err(e) => results[i] = Some(Err(e)),
                 }
             }
-            (state.hnsw.clone(), state.lexical.clone())
+            (
+                state.hnsw.clone(),
+                state.lexical.clone(),
+                state.deferred.frozen,
+            )
         };
+        // While a snapshot serialises the graph, the graph is left alone: the
+        // writes' graph changes wait in `State::deferred`.
+        let graph = (!defer).then_some(&*hnsw);
         if !planned.is_empty() {
-            match self.insert_and_commit(&hnsw, lexical.as_deref(), &planned, commit) {
+            match self.insert_and_commit(graph, lexical.as_deref(), &planned, commit) {
                 Ok(()) => {
                     let erasures: Vec<usize> = planned
                         .iter()
@@ -90,7 +97,7 @@ impl HnswIndex {
                         .map(|(i, _, _)| *i)
                         .collect();
                     let (reports, finished) =
-                        self.publish_and_retire(&hnsw, lexical.as_deref(), planned);
+                        self.publish_and_retire(graph, lexical.as_deref(), planned);
                     for (i, r) in reports {
                         results[i] = Some(Ok(r));
                     }
@@ -123,11 +130,11 @@ impl HnswIndex {
     }
 
     /// Logs the planned writes, inserts the upserts' vectors (and texts) into the
-    /// graph and the lexical index, unpublished, then waits for the log; undoes the
-    /// inserts on error.
+    /// graph (unless it is frozen: `hnsw` is `None`) and the lexical index,
+    /// unpublished, then waits for the log; undoes the inserts on error.
     fn insert_and_commit(
         &self,
-        hnsw: &crate::hnsw::Hnsw,
+        hnsw: Option<&crate::hnsw::Hnsw>,
         lexical: Option<&crate::lexical::Lexical>,
         planned: &[(usize, u64, Planned)],
         commit: Option<&mut dyn CommitLog>,
@@ -150,14 +157,20 @@ impl HnswIndex {
                 }
             }
         }
-        if !hnsw.has_room(flat.len()) {
-            // Growing reallocates inside usearch: no search may run meanwhile.
+        if let Some(hnsw) = hnsw
+            && !hnsw.has_room(flat.len())
+        {
+            // Growing reallocates inside usearch: no search nor insert may run
+            // meanwhile.
+            let _adds = self.graph_adds.write();
             let _exclusive = self.state.write();
             hnsw.grow(flat.len())?;
         }
         let undo = |flat: &[(u32, &[f32])]| {
-            for (slot, _) in flat {
-                let _ = hnsw.remove(*slot);
+            if let Some(hnsw) = hnsw {
+                for (slot, _) in flat {
+                    let _ = hnsw.remove(*slot);
+                }
             }
             if let Some(lex) = lexical {
                 let slots: Vec<u32> = flat.iter().map(|(s, _)| *s).collect();
@@ -188,7 +201,11 @@ impl HnswIndex {
             log.append(&commits)?;
         }
         // The log's sync (on its own thread) runs while the vectors go in.
-        let inserted = add_parallel(hnsw, &flat)
+        let inserted = hnsw
+            .map_or(Ok(()), |hnsw| {
+                let _adds = self.graph_adds.read();
+                add_parallel(hnsw, &flat)
+            })
             .and_then(|()| match lexical {
                 Some(lex) => lex.apply(&texts, &[]),
                 None => Ok(()),
@@ -205,10 +222,11 @@ impl HnswIndex {
     }
 
     /// Publishes planned writes in order under one write lock, then takes the
-    /// replaced and removed slots out of the graph; erasures compact at once.
+    /// replaced and removed slots out of the graph (or, while it is frozen, notes
+    /// the graph changes for later); erasures compact at once.
     fn publish_and_retire(
         &self,
-        hnsw: &crate::hnsw::Hnsw,
+        hnsw: Option<&crate::hnsw::Hnsw>,
         lexical: Option<&crate::lexical::Lexical>,
         planned: Vec<(usize, u64, Planned)>,
     ) -> (Vec<(usize, WriteReport)>, Result<()>) {
@@ -240,6 +258,9 @@ impl HnswIndex {
                             });
                             let n = u.chunks.len() as u32;
                             let slots: Vec<u32> = (d.first_slot..d.first_slot + n).collect();
+                            if hnsw.is_none() {
+                                state.deferred.unindexed.extend(slots.iter().copied());
+                            }
                             let records = u
                                 .chunks
                                 .into_iter()
@@ -254,8 +275,8 @@ impl HnswIndex {
                             state.publish(
                                 DocEntry {
                                     header,
-                                    acl: u.acl,
-                                    metadata: u.metadata,
+                                    acl: u.acl.map(Arc::new),
+                                    metadata: Arc::new(u.metadata),
                                     content_hash: u.content_hash,
                                     slots,
                                 },
@@ -286,9 +307,13 @@ impl HnswIndex {
         let finished = self.retire(hnsw, lexical, &retired, erased).and_then(|()| {
             let live = self.state.read().live.len() as usize;
             if !erased
+                && hnsw.is_some()
                 && self.config.repack_min > 0
                 && inserted >= self.config.repack_min
                 && inserted * 4 >= live
+                // Not while a snapshot's held-back changes go into the graph: the
+                // copy would miss some.
+                && let Some(_idle) = self.freezing.try_lock()
             {
                 self.repack_locked()?;
             }
@@ -336,13 +361,38 @@ impl HnswIndex {
     /// when enough piled up.
     fn retire(
         &self,
-        hnsw: &crate::hnsw::Hnsw,
+        hnsw: Option<&crate::hnsw::Hnsw>,
         lexical: Option<&crate::lexical::Lexical>,
         slots: &[u32],
         purge: bool,
     ) -> Result<()> {
-        for &s in slots {
-            hnsw.remove(s)?;
+        match hnsw {
+            Some(hnsw) => {
+                let in_graph: Vec<u32> = {
+                    let mut state = self.state.write();
+                    let unindexed = &mut state.deferred.unindexed;
+                    // A slot a snapshot held back and that is not in the graph yet
+                    // leaves the backlog instead.
+                    slots
+                        .iter()
+                        .copied()
+                        .filter(|&s| unindexed.is_empty() || !unindexed.remove(s))
+                        .collect()
+                };
+                for s in in_graph {
+                    hnsw.remove(s)?;
+                }
+            }
+            None => {
+                let mut state = self.state.write();
+                let deferred = &mut state.deferred;
+                for &s in slots {
+                    // A slot published and retired while frozen never reached the graph.
+                    if !deferred.unindexed.remove(s) {
+                        deferred.removals.push(s);
+                    }
+                }
+            }
         }
         if let Some(lex) = lexical {
             lex.apply(&[], slots)?;

@@ -16,6 +16,9 @@ const EXTRACT_CHARS: usize = 400;
 pub(crate) struct Context {
     pub messages: Vec<ChatMessage>,
     pub used: Vec<Hit>,
+    /// The question asked (its words are not evidence of where an answer came
+    /// from).
+    pub question: String,
 }
 
 /// Puts the most relevant chunks first, each as `[n] text`, as many as fit the
@@ -60,6 +63,7 @@ pub(crate) fn build(
             },
         ],
         used,
+        question: question.to_owned(),
     })
 }
 
@@ -116,34 +120,48 @@ fn markers(text: &str) -> Vec<(std::ops::Range<usize>, usize)> {
     out
 }
 
-/// The chunks an answer cites and its text with out-of-range markers removed. A
-/// marker `[n]` cites passage `n` when `1 <= n <= used.len()`; any other `[n]` is
-/// dropped from the text and cites nothing (never another passage). An answer
-/// with no marker at all cites the passages it was taken from ([`attributed`]).
-pub(crate) fn citations(text: &str, used: &[Hit]) -> (String, Vec<Citation>) {
-    let found = markers(text);
-    if found.is_empty() {
-        return (
-            text.to_owned(),
-            attributed(text, used)
-                .into_iter()
-                .map(|i| citation(&used[i]))
-                .collect(),
-        );
-    }
-    let mut cited: Vec<usize> = found
-        .iter()
-        .map(|(_, n)| *n)
+/// The chunks an answer cites and its text with out-of-range markers removed.
+///
+/// A marker `[n]` names passage `n` when `1 <= n <= used.len()`; any other `[n]` is
+/// dropped from the text and names nothing (never another passage). What is cited
+/// is then checked against the text: a named passage is cited when it holds at
+/// least half of the answer's own words ([`Evidence`]). When none of the named
+/// passages does, or nothing is named, the answer cites the passages it was taken
+/// from (those holding the largest share of its words, at least half), and none
+/// when no passage holds half of them: an answer that is not in its passages
+/// claims no source. An answer with no words of its own (it only repeats the
+/// question) cites what it names.
+pub(crate) fn citations(text: &str, question: &str, used: &[Hit]) -> (String, Vec<Citation>) {
+    let mut named: Vec<usize> = markers(text)
+        .into_iter()
+        .map(|(_, n)| n)
         .filter(|n| (1..=used.len()).contains(n))
+        .map(|n| n - 1)
         .collect();
-    let clean = strip_markers(text, used.len());
-    cited.sort_unstable();
-    cited.dedup();
+    named.sort_unstable();
+    named.dedup();
+    let chosen = match Evidence::new(text, question, used) {
+        None => named,
+        Some(evidence) => {
+            let supported: Vec<usize> = named
+                .into_iter()
+                .filter(|&i| evidence.shares[i] >= SUPPORTED)
+                .collect();
+            if supported.is_empty() {
+                evidence.sources()
+            } else {
+                supported
+            }
+        }
+    };
     (
-        clean,
-        cited.into_iter().map(|n| citation(&used[n - 1])).collect(),
+        strip_markers(text, used.len()),
+        chosen.into_iter().map(|i| citation(&used[i])).collect(),
     )
 }
+
+/// The share of an answer's own words a passage must hold to be its source.
+const SUPPORTED: f64 = 0.5;
 
 /// Lower-cased words of at least three letters or any digits: the words an
 /// answer can share with a passage by more than chance.
@@ -154,27 +172,68 @@ fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The passages (indices into `used`) an answer without markers was taken from:
-/// those holding the largest share of the answer's words, when that share is at
-/// least half (ties all cited); otherwise, with no passage clearly its source,
-/// every passage it was given.
-fn attributed(text: &str, used: &[Hit]) -> Vec<usize> {
-    let answer = words(text);
-    if answer.is_empty() || used.is_empty() {
-        return (0..used.len()).collect();
+/// How much of an answer's own words each passage holds.
+struct Evidence {
+    /// Per passage, the share of the answer's own words found in it.
+    shares: Vec<f64>,
+}
+
+impl Evidence {
+    /// The answer's own words are its words (markers left out) that are not in the
+    /// question and, given two passages or more, not in every passage (those say
+    /// nothing about which one it came from: stop words, the topic). `None` when
+    /// the answer has no such word.
+    fn new(text: &str, question: &str, used: &[Hit]) -> Option<Self> {
+        use std::collections::HashSet;
+        let mut unmarked = String::with_capacity(text.len());
+        let mut at = 0;
+        for (range, _) in markers(text) {
+            unmarked.push_str(&text[at..range.start]);
+            unmarked.push(' ');
+            at = range.end;
+        }
+        unmarked.push_str(&text[at..]);
+        let asked: HashSet<String> = words(question).into_iter().collect();
+        let passages: Vec<HashSet<String>> = used
+            .iter()
+            .map(|h| words(&h.text).into_iter().collect())
+            .collect();
+        let mut answer: Vec<String> = words(&unmarked)
+            .into_iter()
+            .filter(|w| !asked.contains(w))
+            .collect();
+        answer.sort_unstable();
+        answer.dedup();
+        let everywhere = |w: &String| passages.len() >= 2 && passages.iter().all(|p| p.contains(w));
+        let own: Vec<&String> = answer.iter().filter(|w| !everywhere(w)).collect();
+        let own = if own.is_empty() {
+            answer.iter().collect()
+        } else {
+            own
+        };
+        if own.is_empty() {
+            return None;
+        }
+        let shares = passages
+            .iter()
+            .map(|p| {
+                own.iter().filter(|w| p.contains(w.as_str())).count() as f64 / own.len() as f64
+            })
+            .collect();
+        Some(Self { shares })
     }
-    let shares: Vec<f64> = used
-        .iter()
-        .map(|h| {
-            let passage: std::collections::HashSet<String> = words(&h.text).into_iter().collect();
-            answer.iter().filter(|w| passage.contains(*w)).count() as f64 / answer.len() as f64
-        })
-        .collect();
-    let best = shares.iter().copied().fold(0.0, f64::max);
-    if best < 0.5 {
-        return (0..used.len()).collect();
+
+    /// The passages holding the largest share, when it is at least half (ties all
+    /// cited); none otherwise.
+    fn sources(&self) -> Vec<usize> {
+        let best = self.shares.iter().copied().fold(0.0, f64::max);
+        if best < SUPPORTED {
+            return Vec::new();
+        }
+        (0..self.shares.len())
+            .filter(|&i| self.shares[i] >= best)
+            .collect()
     }
-    (0..used.len()).filter(|&i| shares[i] >= best).collect()
 }
 
 /// An answer quoting the top chunks, each cited, for when generation is not possible.
@@ -234,50 +293,81 @@ mod tests {
         }
     }
 
+    fn with(id: &str, text: &str) -> Hit {
+        Hit {
+            text: text.to_owned().into(),
+            ..hit(id)
+        }
+    }
+
+    fn ids(c: &[Citation]) -> Vec<String> {
+        c.iter().map(|c| c.doc_id.to_string()).collect()
+    }
+
     #[test]
     fn markers_beyond_the_passages_are_dropped_never_remapped() {
-        let used = [hit("a"), hit("bb"), hit("ccc")];
-        let ids = |c: &[Citation]| c.iter().map(|c| c.doc_id.to_string()).collect::<Vec<_>>();
-        let (text, c) = citations("From [2] and [7], also [2] and [3].", &used);
+        let used = [
+            with("a", "alpha one"),
+            with("bb", "beta two and also"),
+            with("ccc", "gamma three and also"),
+        ];
+        let (text, c) = citations("Beta and also [2] [7], gamma and also [3].", "", &used);
         assert_eq!(ids(&c), ["bb", "ccc"]);
-        assert_eq!(text, "From [2] and , also [2] and [3].");
-        // Only out-of-range markers: no citation at all.
-        let (text, c) = citations("See [4] and [10].", &used);
-        assert!(c.is_empty());
-        assert_eq!(text, "See  and .");
+        assert_eq!(text, "Beta and also [2] , gamma and also [3].");
+        // Only out-of-range markers: nothing named, so attributed from the words.
+        let (text, c) = citations("Alpha one [4] and [10].", "", &used);
+        assert_eq!(ids(&c), ["a"]);
+        assert_eq!(text, "Alpha one  and .");
         // [0] is not a passage either; "[1]" inside "[10]" is not a marker.
-        let (_, c) = citations("[0] [10]", &used);
+        let (_, c) = citations("[0] [10]", "", &used);
         assert!(c.is_empty());
-        // No marker and no passage its clear source: every passage given.
-        let (_, c) = citations("No markers here.", &used);
-        assert_eq!(ids(&c), ["a", "bb", "ccc"]);
     }
 
     #[test]
     fn an_answer_without_markers_cites_the_passages_it_was_taken_from() {
-        let with = |id: &str, text: &str| Hit {
-            text: text.to_owned().into(),
-            ..hit(id)
-        };
         let used = [
             with("a", "The Broncos beat the Panthers 24-10 in Super Bowl 50."),
             with("bb", "Levi's Stadium is in Santa Clara, California."),
             with("ccc", "Santa Clara hosted the game in February 2016."),
         ];
-        let ids = |c: &[Citation]| c.iter().map(|c| c.doc_id.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            ids(&citations("The Denver Broncos won 24-10.", &used).1),
+            ids(&citations("The Denver Broncos won 24-10.", "", &used).1),
             ["a"]
         );
         // Ties are all cited.
-        assert_eq!(ids(&citations("Santa Clara", &used).1), ["bb", "ccc"]);
-        // Under half the words in any passage: all of them, as before.
-        assert_eq!(
-            ids(&citations("I do not know who won the game.", &used).1),
-            ["a", "bb", "ccc"]
+        assert_eq!(ids(&citations("Santa Clara", "", &used).1), ["bb", "ccc"]);
+        // Not in any passage: no source claimed (it used to cite all of them).
+        assert!(
+            citations("I do not know who won the game.", "", &used)
+                .1
+                .is_empty()
         );
-        // Markers still decide when there are any.
-        assert_eq!(ids(&citations("Santa Clara [1]", &used).1), ["a"]);
+        // A marker naming a passage that holds the answer decides.
+        assert_eq!(ids(&citations("Santa Clara [3]", "", &used).1), ["ccc"]);
+    }
+
+    #[test]
+    fn a_named_passage_that_does_not_hold_the_answer_is_not_cited() {
+        let used = [
+            with("a", "The Broncos beat the Panthers 24-10 in Super Bowl 50."),
+            with("bb", "Levi's Stadium is in Santa Clara, California."),
+            with("ccc", "Santa Clara hosted the game in February 2016."),
+        ];
+        let q = "Where was Super Bowl 50 played?";
+        // The model names [1], but the place is in [2] and [3]: those are cited.
+        let (text, c) = citations("Super Bowl 50 was played in Santa Clara [1].", q, &used);
+        assert_eq!(ids(&c), ["bb", "ccc"]);
+        assert_eq!(text, "Super Bowl 50 was played in Santa Clara [1].");
+        // Of two named passages, the one holding the answer is cited.
+        let (_, c) = citations("It was in February 2016 [1][3].", "When was it?", &used);
+        assert_eq!(ids(&c), ["ccc"]);
+        // The question's words are no evidence: "Super Bowl 50" alone would point
+        // at [1]; the answer's own words, the date, are in [3].
+        let (_, c) = citations("Super Bowl 50 was in February 2016.", q, &used);
+        assert_eq!(ids(&c), ["ccc"]);
+        // An answer that only repeats the question cites what it names.
+        let (_, c) = citations("Super Bowl 50 was played [2].", q, &used);
+        assert_eq!(ids(&c), ["bb"]);
     }
 
     #[test]

@@ -604,7 +604,7 @@ impl Pipeline {
             )
         });
         let answer = |filter: &TextFilter, provenance: Vec<rag_core::Citation>| {
-            let (_, citations) = prompt::citations(filter.raw(), &context.used);
+            let (_, citations) = prompt::citations(filter.raw(), &context.question, &context.used);
             Answer {
                 text: filter.text().to_owned(),
                 citations,

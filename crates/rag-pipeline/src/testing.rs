@@ -304,7 +304,7 @@ impl rag_core::AccessResolver for OpenResolver {
 }
 
 /// A generator that answers by quoting the first context passage it was given
-/// (`According to [1]: ...`), one word per token; or fails, when built failing.
+/// (`[1]: ...`), one word per token; or fails, when built failing.
 #[derive(Debug, Clone, Default)]
 pub struct EchoGenerator {
     /// Every call fails with a transient error.
@@ -348,7 +348,7 @@ impl rag_core::Generator for EchoGenerator {
             .find_map(|l| l.strip_prefix("[1] "))
             .unwrap_or("nothing");
         let words = if self.words == 0 { 8 } else { self.words };
-        let mut text = String::from("According to [1]:");
+        let mut text = String::from("[1]:");
         let mut finish = FinishReason::EndOfText;
         let mut generated = 0;
         if on_token(&text) == TokenControl::Stop {

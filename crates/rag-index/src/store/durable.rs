@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use fs_err as fs;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rag_core::{
     AccessFilter, DocKey, DocumentInfo, Embedding, IndexStats, ModelFingerprint, SearchRequest,
     SearchResult, VectorIndex, VectorIndexRead, WriteOp, WriteReport,
@@ -84,6 +84,40 @@ pub struct CheckpointReport {
     pub seconds: f64,
 }
 
+/// Writes waiting for a leader, and the results a leader handed out.
+#[derive(Default)]
+struct Queue {
+    /// Writes not yet taken by a leader, by ticket.
+    ops: Vec<(u64, WriteOp)>,
+    /// Results of writes a leader applied, waiting for their writers.
+    results: HashMap<u64, Result<WriteReport>>,
+    /// Whether a writer is applying a batch now.
+    leading: bool,
+}
+
+/// Hands results out if the leader's batch ends early (an unwinding panic): each
+/// writer of the batch gets an error instead of waiting for ever, and the next
+/// writer may lead.
+struct LeadGuard<'a> {
+    store: &'a DurableIndex,
+    tickets: Vec<u64>,
+}
+
+impl Drop for LeadGuard<'_> {
+    fn drop(&mut self) {
+        let mut q = self.store.queue.lock();
+        q.leading = false;
+        for t in self.tickets.drain(..) {
+            q.results.entry(t).or_insert_with(|| {
+                Err(IndexError::BatchAborted {
+                    reason: "the batch's leader stopped before it finished".into(),
+                })
+            });
+        }
+        self.store.handed_out.notify_all();
+    }
+}
+
 /// The leader's state: the log and what happened to it.
 struct Committer {
     wal: Wal,
@@ -97,14 +131,17 @@ struct Committer {
 /// [`Durability`]) before it is published, so an acknowledged write survives a
 /// crash; `open` recovers from the newest checkpoint plus the log after it.
 ///
-/// Concurrent writers share log syncs (group commit): each queues its write, and
-/// whichever takes the commit lock applies every queued write as one batch, with
-/// one sync, then hands each writer its own result.
+/// Concurrent writers share log syncs (group commit): each queues its write; when
+/// no batch is being applied, one of them leads, applying every queued write as
+/// one batch with one sync, and hands each writer its result. The others wait on a
+/// condition variable for theirs, not on the log, so picking up a result never
+/// waits for the next batch's sync.
 pub struct DurableIndex {
     root: PathBuf,
     index: HnswIndex,
-    queue: Mutex<Vec<(u64, WriteOp)>>,
-    results: Mutex<HashMap<u64, Result<WriteReport>>>,
+    queue: Mutex<Queue>,
+    /// Signalled when a leader hands out results or stops leading.
+    handed_out: Condvar,
     tickets: AtomicU64,
     commit: Mutex<Committer>,
     /// One checkpoint at a time.
@@ -371,8 +408,8 @@ impl DurableIndex {
         let store = Self {
             root,
             index,
-            queue: Mutex::new(Vec::new()),
-            results: Mutex::new(HashMap::new()),
+            queue: Mutex::new(Queue::default()),
+            handed_out: Condvar::new(),
             tickets: AtomicU64::new(0),
             commit: Mutex::new(Committer {
                 wal,
@@ -455,14 +492,42 @@ impl DurableIndex {
     pub fn write(&self, op: WriteOp) -> Result<WriteReport> {
         let erase = op.is_erase();
         let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
-        self.queue.lock().push((ticket, op));
-        let (mine, due) = {
-            let mut committer = self.commit.lock();
-            let done = self.results.lock().remove(&ticket);
-            match done {
-                Some(r) => (r, false),
-                None => self.lead(ticket, &mut committer),
+        let mut q = self.queue.lock();
+        q.ops.push((ticket, op));
+        let (mine, due) = loop {
+            if let Some(r) = q.results.remove(&ticket) {
+                break (r, false);
             }
+            if !q.leading {
+                // Lead: the batch holds this write and every one queued before it.
+                q.leading = true;
+                let batch = std::mem::take(&mut q.ops);
+                drop(q);
+                let mut guard = LeadGuard {
+                    store: self,
+                    tickets: batch.iter().map(|(t, _)| *t).collect(),
+                };
+                let (results, due) = self.lead(batch);
+                let mut mine = None;
+                let mut q = self.queue.lock();
+                for (t, r) in guard.tickets.drain(..).zip(results) {
+                    if t == ticket {
+                        mine = Some(r);
+                    } else {
+                        q.results.insert(t, r);
+                    }
+                }
+                drop(q);
+                // Stops leading and wakes the others.
+                drop(guard);
+                let mine = mine.unwrap_or_else(|| {
+                    Err(IndexError::BatchAborted {
+                        reason: "the write was not in its batch".into(),
+                    })
+                });
+                break (mine, due);
+            }
+            self.handed_out.wait(&mut q);
         };
         if due {
             // Past the log size: checkpoint now (this writer waits for it; the
@@ -482,11 +547,11 @@ impl DurableIndex {
         Ok(report)
     }
 
-    /// As the leader: applies every queued write as one batch with one log sync,
-    /// hands the others their results, and returns its own (and whether a
-    /// checkpoint is due).
-    fn lead(&self, ticket: u64, committer: &mut Committer) -> (Result<WriteReport>, bool) {
-        let batch = std::mem::take(&mut *self.queue.lock());
+    /// As the leader: applies a batch of queued writes with one log sync, and
+    /// returns their results in order (and whether a checkpoint is due).
+    fn lead(&self, batch: Vec<(u64, WriteOp)>) -> (Vec<Result<WriteReport>>, bool) {
+        let mut committer = self.commit.lock();
+        let committer = &mut *committer;
         let (tickets, ops): (Vec<u64>, Vec<WriteOp>) = batch.into_iter().unzip();
         let results: Vec<Result<WriteReport>> = match &committer.poisoned {
             Some(reason) => tickets
@@ -525,27 +590,14 @@ impl DurableIndex {
         };
         let due = committer.poisoned.is_none()
             && committer.wal.bytes_since_checkpoint >= self.options.checkpoint_bytes;
-        let mut mine = None;
-        let mut others = self.results.lock();
-        for (t, r) in tickets.into_iter().zip(results) {
-            if t == ticket {
-                mine = Some(r);
-            } else {
-                others.insert(t, r);
-            }
-        }
-        let mine = mine.unwrap_or_else(|| {
-            Err(IndexError::BatchAborted {
-                reason: "the write was not in its batch".into(),
-            })
-        });
-        (mine, due)
+        (results, due)
     }
 
     /// Writes a checkpoint now: the index at its current sequence number, then the
     /// pointer, then drops the log segments and checkpoints it covers. Writers wait
-    /// only while the index is copied (its rows, its vector segments by reference,
-    /// its graph serialised); the tables are encoded and written while they go on.
+    /// only while the index's rows are copied (its vector segments by reference,
+    /// its graph frozen); the graph is serialised and the tables are encoded and
+    /// written while they go on.
     pub fn checkpoint(&self) -> Result<CheckpointReport> {
         let _one = self.checkpointing.lock();
         let start = Instant::now();
@@ -558,12 +610,14 @@ impl DurableIndex {
                 .into());
             }
             c.wal.flush()?;
-            let captured = self.index.capture()?;
+            let capturing = self.index.capture()?;
             // The log after the checkpoint starts in a segment of its own.
             c.wal.roll()?;
-            (captured, c.current.clone())
+            (capturing, c.current.clone())
         };
         let seq = captured.sequence();
+        // Writers go on while the graph is serialised.
+        let captured = captured.finish()?;
         let name = checkpoint::name(seq);
         let ckdir = self.root.join("checkpoints");
         let mut bytes = 0;
