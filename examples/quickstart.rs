@@ -82,9 +82,7 @@ fn main() -> Result<()> {
         println!("\nQ: {question}");
         let a = pipeline.query(&ann, question, &QueryOptions::default())?;
         println!("ann: {}", a.answer.text);
-        for (i, c) in a.answer.citations.iter().enumerate() {
-            println!("  [{}] {}", i + 1, common::cite(c));
-        }
+        common::print_citations(&a.answer);
         let stages: Vec<String> = a
             .timings
             .iter()

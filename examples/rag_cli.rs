@@ -195,9 +195,7 @@ fn main() -> Result<()> {
             let pipeline = common::pipeline(index, embedder, Some(generator))?;
             let a = pipeline.query(&principal, &question, &options)?;
             println!("{}", a.answer.text);
-            for (i, c) in a.answer.citations.iter().enumerate() {
-                println!("  [{}] {}", i + 1, common::cite(c));
-            }
+            common::print_citations(&a.answer);
             for s in &a.timings {
                 eprintln!(
                     "  {:>12} {:>8.1} ms",

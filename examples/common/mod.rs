@@ -187,6 +187,21 @@ pub fn cite(c: &Citation) -> String {
     )
 }
 
+/// Prints an answer's citations, numbered, or, for an answer made from passages
+/// that cites none of them, which passages it was given and why none is cited.
+pub fn print_citations(answer: &rag_core::Answer) {
+    for (i, c) in answer.citations.iter().enumerate() {
+        println!("  [{}] {}", i + 1, cite(c));
+    }
+    if answer.citations.is_empty() && !answer.provenance.is_empty() {
+        let given: Vec<String> = answer.provenance.iter().map(cite).collect();
+        println!(
+            "  (cites nothing: no passage holds most of this answer's own words; it was given {})",
+            given.join(", ")
+        );
+    }
+}
+
 /// A one-line progress bar on stderr.
 pub fn progress(done: usize, total: usize, chunks: usize, seconds: f64) {
     let width = 30;

@@ -285,7 +285,13 @@ fn lexical_leg(
 
 fn exact(state: &State, compiled: &CompiledFilter, q: &[f32], k: usize) -> Vec<Scored> {
     let mut top = TopK::new(k);
-    for slot in &compiled.allowed {
+    scan(&mut top, state, q, &compiled.allowed);
+    top.into_sorted()
+}
+
+/// Scores `slots` against `q` from the vector store into `top`.
+fn scan(top: &mut TopK, state: &State, q: &[f32], slots: &roaring::RoaringBitmap) {
+    for slot in slots {
         let score = dot(q, state.vectors.get(slot));
         if score >= top.threshold()
             && let Some(Some(rec)) = state.records.get(slot as usize)
@@ -297,7 +303,6 @@ fn exact(state: &State, compiled: &CompiledFilter, q: &[f32], k: usize) -> Vec<S
             });
         }
     }
-    top.into_sorted()
 }
 
 fn graph(
@@ -351,18 +356,7 @@ fn graph(
     }
     if !unindexed.is_empty() {
         // Published while a snapshot held the graph still: scanned.
-        for slot in &(&compiled.allowed & unindexed) {
-            let score = dot(q, state.vectors.get(slot));
-            if score >= top.threshold()
-                && let Some(Some(rec)) = state.records.get(slot as usize)
-            {
-                top.push(Scored {
-                    score,
-                    tie: rec.chunk_id.0,
-                    slot,
-                });
-            }
-        }
+        scan(&mut top, state, q, &(&compiled.allowed & unindexed));
     }
     Ok(top.into_sorted())
 }

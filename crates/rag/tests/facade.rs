@@ -55,7 +55,10 @@ async fn events_arrive_sources_then_tokens_then_the_answer_they_add_up_to() {
     assert_eq!(tokens, answer.answer.text);
     assert_eq!(tokens, "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9");
     assert_eq!(sources, &answer.answer.provenance);
-    assert_eq!(answer.answer.citations[0].doc_id.as_str(), "faq");
+    // "w0 … w9" is in no passage, so it claims no source; what the prompt held
+    // is its provenance.
+    assert!(answer.answer.citations.is_empty());
+    assert_eq!(answer.answer.provenance[0].doc_id.as_str(), "faq");
     assert!(answer.timings.iter().any(|t| t.stage == "generate"));
 }
 
