@@ -14,8 +14,10 @@
 //! * **Bounded.** TTL, and LRU eviction by entry count and by bytes.
 //! * **Counted.** Hits, misses, stale rejections, expirations and evictions.
 //!
-//! An answer that cites nothing is not stored: no document change could invalidate
-//! it, while a new document might make it wrong.
+//! An answer with no sources (no passage in its provenance, none cited) is not
+//! stored: no document change could invalidate it, while a new document might
+//! make it wrong. An answer that cites nothing but was made from passages is
+//! stored, and invalidated through its provenance.
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
