@@ -157,15 +157,12 @@ impl HnswIndex {
                 }
             }
         }
-        if let Some(hnsw) = hnsw
-            && !hnsw.has_room(flat.len())
-        {
-            // Growing reallocates inside usearch: no search nor insert may run
-            // meanwhile.
-            let _adds = self.graph_adds.write();
-            let _exclusive = self.state.write();
-            hnsw.grow(flat.len())?;
-        }
+        // Held from the room check to the inserts, so that a snapshot's backlog
+        // (inserted under the exclusive lock) cannot take the room in between.
+        let mut adds = match hnsw {
+            Some(hnsw) => Some(self.room_for(hnsw, flat.len())?),
+            None => None,
+        };
         let undo = |flat: &[(u32, &[f32])]| {
             if let Some(hnsw) = hnsw {
                 for (slot, _) in flat {
@@ -203,8 +200,9 @@ impl HnswIndex {
         // The log's sync (on its own thread) runs while the vectors go in.
         let inserted = hnsw
             .map_or(Ok(()), |hnsw| {
-                let _adds = self.graph_adds.read();
-                add_parallel(hnsw, &flat)
+                let added = add_parallel(hnsw, &flat);
+                adds.take();
+                added
             })
             .and_then(|()| match lexical {
                 Some(lex) => lex.apply(&texts, &[]),
