@@ -1,5 +1,7 @@
-//! Search: this index against bare usearch on the same graph, unfiltered and at 1%
-//! selectivity (where this index scans exactly and usearch walks the graph filtered).
+//! Search: this index against bare usearch on the same graph, unfiltered, at 30%
+//! selectivity (where this index post-filters an unfiltered walk, beside its own walk
+//! with the filter checked at each node and usearch's filtered walk) and at 1% (where
+//! this index scans exactly and usearch walks the graph filtered).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -15,6 +17,15 @@ fn search(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     index.snapshot(dir.path()).unwrap();
     let restored = rag_index::HnswIndex::restore(dir.path(), None, common::config()).unwrap();
+    let node_filter = rag_index::HnswIndex::restore(
+        dir.path(),
+        None,
+        rag_index::IndexConfig {
+            post_filter_oversample: 0.0,
+            ..common::config()
+        },
+    )
+    .unwrap();
     let model = corpus.fingerprint().id();
     let queries: Vec<Embedding> = corpus
         .queries
@@ -22,16 +33,23 @@ fn search(c: &mut Criterion) {
         .map(|q| Embedding::new(model, q.clone()).unwrap())
         .collect();
     let everyone = Corpus::filter("all");
+    let thirty_pct = Corpus::filter("s30");
     let one_pct = Corpus::filter("s1");
-    let allowed: Vec<u64> = {
+    let bitmap = |sel: f64| -> Vec<u64> {
         let mut bits = vec![0u64; common::N / 64 + 1];
-        for i in (0..common::N).filter(|&i| corpus.visible(i, 0.01)) {
+        for i in (0..common::N).filter(|&i| corpus.visible(i, sel)) {
             bits[i / 64] |= 1 << (i % 64);
         }
         bits
     };
+    let (allowed, allowed_30) = (bitmap(0.01), bitmap(0.3));
     let is_allowed = |k: u64| {
         allowed
+            .get(k as usize / 64)
+            .is_some_and(|w| w & (1 << (k % 64)) != 0)
+    };
+    let is_allowed_30 = |k: u64| {
+        allowed_30
             .get(k as usize / 64)
             .is_some_and(|w| w & (1 << (k % 64)) != 0)
     };
@@ -56,6 +74,30 @@ fn search(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % queries.len();
             bare.search(&corpus.queries[i], 10).unwrap()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("search_filtered_30pct");
+    g.bench_function("ours_post_filtered", |b| {
+        b.iter(|| {
+            i = (i + 1) % queries.len();
+            index.search_filtered(&queries[i], 10, &thirty_pct).unwrap()
+        })
+    });
+    g.bench_function("ours_node_filter_walk", |b| {
+        b.iter(|| {
+            i = (i + 1) % queries.len();
+            node_filter
+                .search_filtered(&queries[i], 10, &thirty_pct)
+                .unwrap()
+        })
+    });
+    g.bench_function("usearch_filtered_search", |b| {
+        b.iter(|| {
+            i = (i + 1) % queries.len();
+            bare.filtered_search(&corpus.queries[i], 10, is_allowed_30)
+                .unwrap()
         })
     });
     g.finish();

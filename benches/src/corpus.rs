@@ -10,9 +10,11 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 /// Selectivities the reports measure, with the group that grants each.
-pub const LEVELS: [(f64, &str); 5] = [
+pub const LEVELS: [(f64, &str); 7] = [
     (1.0, "all"),
+    (0.3, "s30"),
     (0.1, "s10"),
+    (0.03, "s3"),
     (0.01, "s1"),
     (0.001, "s01"),
     (0.0001, "s001"),

@@ -2,7 +2,13 @@
 //! and an exact scan, at selectivities from 100% to 0.01%, in one run on one corpus.
 //! Also snapshot write/read throughput beside a bare arrow-rs Parquet write.
 //!
-//! `cargo run --release -p rag-benches --bin filtered -- --n 200000 --dim 384 --json PATH`
+//! `cargo run --release -p rag-benches --bin filtered -- --n 200000 --dim 384 --json PATH
+//!  [--queries Q] [--oversample X] [--max-beam B] [--exact-fraction F] [--peers PYTHON]`
+//!
+//! With `--peers`, the corpus is written to a temporary directory and
+//! `benches/peers/filtered_peers.py` is run with that interpreter (it needs
+//! `faiss-cpu`, `lancedb`, `numpy` and `pyarrow`): FAISS and LanceDB on the same
+//! vectors, filters and graph parameters, their QPS and recall in each row.
 
 #![allow(clippy::print_stdout)]
 
@@ -22,7 +28,7 @@ use parquet::file::properties::WriterProperties;
 use rag_benches::args::Args;
 use rag_benches::corpus::{Corpus, LEVELS, bare_usearch_options, exact_top_k};
 use rag_benches::timing::{median, throughput};
-use rag_core::{Embedding, SearchStrategy};
+use rag_core::Embedding;
 use rag_index::{HnswIndex, IndexConfig};
 use serde::Serialize;
 use usearch::Index;
@@ -36,10 +42,20 @@ struct Row {
     ours_strategy: String,
     ours_qps: f64,
     ours_recall: f64,
+    /// This index with post-filtering off: the filter checked at each node of the walk.
+    ours_node_filter_strategy: String,
+    ours_node_filter_qps: f64,
+    ours_node_filter_recall: f64,
     usearch_filtered_qps: f64,
     usearch_filtered_recall: f64,
     usearch_filtered_queries: usize,
 
+    /// FAISS `IndexHNSWFlat` with an `IDSelectorBitmap` (with `--peers`).
+    faiss_qps: Option<f64>,
+    faiss_recall: Option<f64>,
+    /// LanceDB's prefiltered search over an IVF_HNSW_SQ index (with `--peers`).
+    lancedb_qps: Option<f64>,
+    lancedb_recall: Option<f64>,
     postfilter_qps: f64,
     postfilter_recall: f64,
     exact_qps: f64,
@@ -69,9 +85,13 @@ struct Report {
     connectivity: usize,
     expansion_add: usize,
     expansion_search: usize,
+    post_filter_oversample: f64,
+    post_filter_max_beam: usize,
     build_s_ours: f64,
     baseline_graph: &'static str,
     results: Vec<Row>,
+    /// What the peers script reported about itself (versions, build times).
+    peers: Option<serde_json::Value>,
     snapshot: SnapshotRow,
 }
 
@@ -98,7 +118,13 @@ fn main() -> Result<()> {
     let nq: usize = args.get("queries", 200)?;
     let batch: usize = args.get("batch", 20_000)?;
     let json = args.opt("json").map(str::to_owned);
-    let config = IndexConfig::builder().max_concurrency(8).build()?;
+    let defaults = IndexConfig::default();
+    let config = IndexConfig::builder()
+        .max_concurrency(8)
+        .post_filter_oversample(args.get("oversample", defaults.post_filter_oversample)?)
+        .post_filter_max_beam(args.get("max-beam", defaults.post_filter_max_beam)?)
+        .exact_scan_fraction(args.get("exact-fraction", defaults.exact_scan_fraction)?)
+        .build()?;
 
     eprintln!("generating {n} clustered vectors of {dim} dims");
     let corpus = Corpus::clustered(n, dim, nq, 42);
@@ -186,6 +212,16 @@ fn main() -> Result<()> {
     let bare_usearch_qps = median(bare_rounds);
     let unfiltered_ours_restored_qps = median(restored_rounds);
     drop(restored);
+    // The same snapshot with post-filtering off: the walk that checks the filter at
+    // each node, as before, beside the planner's choice in the same run.
+    let node_filter = HnswIndex::restore(
+        dir.path(),
+        Some(&model),
+        IndexConfig {
+            post_filter_oversample: 0.0,
+            ..config.clone()
+        },
+    )?;
     eprintln!(
         "unfiltered: ours {unfiltered_ours_qps:.0} qps, bare usearch {bare_usearch_qps:.0} qps, ours restored from the snapshot {unfiltered_ours_restored_qps:.0} qps"
     );
@@ -208,24 +244,35 @@ fn main() -> Result<()> {
             .collect();
         let idx: Vec<usize> = (0..nq).collect();
 
-        let mut strategy = String::new();
-        let mut rec = Vec::new();
-        for (q, t) in queries.iter().zip(&truth) {
-            let r = index.search_filtered(q, K, &filter)?;
-            strategy = match r.strategy {
-                SearchStrategy::FilteredHnsw { .. } => "filtered_hnsw".into(),
-                s => s.to_string(),
-            };
-            let found: Vec<u32> = r
-                .hits
-                .iter()
-                .map(|h| doc_index(h.doc_id.as_str()))
-                .collect();
-            rec.push(recall(&found, t));
+        let measure = |index: &HnswIndex| -> Result<(String, f64)> {
+            let mut strategies = std::collections::BTreeSet::new();
+            let mut rec = Vec::new();
+            for (q, t) in queries.iter().zip(&truth) {
+                let r = index.search_filtered(q, K, &filter)?;
+                strategies.insert(r.strategy.to_string());
+                let found: Vec<u32> = r
+                    .hits
+                    .iter()
+                    .map(|h| doc_index(h.doc_id.as_str()))
+                    .collect();
+                rec.push(recall(&found, t));
+            }
+            let strategies: Vec<String> = strategies.into_iter().collect();
+            Ok((strategies.join("+"), mean(&rec)))
+        };
+        let (strategy, ours_recall) = measure(&index)?;
+        let (node_strategy, node_recall) = measure(&node_filter)?;
+        // Interleaved rounds, medians: the two planners side by side.
+        let (mut ours_rounds, mut node_rounds) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            for (index, rounds) in [(&index, &mut ours_rounds), (&node_filter, &mut node_rounds)] {
+                let (qps, _) = throughput(&queries, min / 2, budget / 3, 100, |q| {
+                    let _ = index.search_filtered(q, K, &filter);
+                });
+                rounds.push(qps);
+            }
         }
-        let (ours_qps, _) = throughput(&queries, min, budget, 200, |q| {
-            let _ = index.search_filtered(q, K, &filter);
-        });
+        let (ours_qps, node_qps) = (median(ours_rounds), median(node_rounds));
 
         let mut urec = Vec::new();
         let (usearch_filtered_qps, uq) = throughput(&idx, Duration::ZERO, budget, 1, |&i| {
@@ -259,11 +306,18 @@ fn main() -> Result<()> {
             visible: allowed.len(),
             ours_strategy: strategy,
             ours_qps,
-            ours_recall: mean(&rec),
+            ours_recall,
+            ours_node_filter_strategy: node_strategy,
+            ours_node_filter_qps: node_qps,
+            ours_node_filter_recall: node_recall,
             usearch_filtered_qps,
             usearch_filtered_recall: mean(&urec),
             usearch_filtered_queries: uq,
 
+            faiss_qps: None,
+            faiss_recall: None,
+            lancedb_qps: None,
+            lancedb_recall: None,
             postfilter_qps,
             postfilter_recall: mean(&prec),
             exact_qps,
@@ -273,12 +327,15 @@ fn main() -> Result<()> {
             speedup_vs_usearch_filtered: ours_qps / usearch_filtered_qps,
         };
         eprintln!(
-            "sel {:>7}: visible {:>6}  ours {:>9.0} qps r={:.3} ({})  usearch_filtered {:>8.0} qps r={:.3} [{} q]  postfilter {:>8.0} qps r={:.3}  exact {:>8.0} qps  => {:.1}x",
+            "sel {:>7}: visible {:>6}  ours {:>9.0} qps r={:.3} ({})  node-filter walk {:>8.0} qps r={:.3} ({})  usearch_filtered {:>8.0} qps r={:.3} [{} q]  postfilter {:>8.0} qps r={:.3}  exact {:>8.0} qps  => {:.1}x",
             sel,
             row.visible,
             row.ours_qps,
             row.ours_recall,
             row.ours_strategy,
+            row.ours_node_filter_qps,
+            row.ours_node_filter_recall,
+            row.ours_node_filter_strategy,
             row.usearch_filtered_qps,
             row.usearch_filtered_recall,
             row.usearch_filtered_queries,
@@ -290,6 +347,11 @@ fn main() -> Result<()> {
         results.push(row);
     }
     drop(bare);
+    drop(node_filter);
+    let peers = match args.opt("peers") {
+        Some(python) => Some(run_peers(python, &corpus, &config, &mut results)?),
+        None => None,
+    };
 
     let report = Report {
         n,
@@ -299,9 +361,12 @@ fn main() -> Result<()> {
         connectivity: config.connectivity,
         expansion_add: config.expansion_add,
         expansion_search: config.expansion_search,
+        post_filter_oversample: config.post_filter_oversample,
+        post_filter_max_beam: config.post_filter_max_beam,
         build_s_ours: build_ours,
         baseline_graph: "this index's graph, loaded from its snapshot into a bare usearch index",
         results,
+        peers,
         snapshot,
     };
     let text = serde_json::to_string_pretty(&report)?;
@@ -310,6 +375,93 @@ fn main() -> Result<()> {
     }
     println!("{text}");
     Ok(())
+}
+
+/// Writes the corpus for the peers script, runs it, and merges its figures into
+/// `rows` by selectivity.
+fn run_peers(
+    python: &str,
+    corpus: &Corpus,
+    config: &IndexConfig,
+    rows: &mut [Row],
+) -> Result<serde_json::Value> {
+    use std::io::Write;
+    let dir = tempfile::tempdir()?;
+    let write = |name: &str, bytes: &mut dyn Iterator<Item = u8>| -> Result<()> {
+        let mut f = std::io::BufWriter::new(fs_err::File::create(dir.path().join(name))?);
+        for b in bytes {
+            f.write_all(&[b])?;
+        }
+        f.flush()?;
+        Ok(())
+    };
+    write(
+        "vectors.f32",
+        &mut corpus.data.iter().flat_map(|x| x.to_le_bytes()),
+    )?;
+    write(
+        "queries.f32",
+        &mut corpus
+            .queries
+            .iter()
+            .flatten()
+            .flat_map(|x| x.to_le_bytes()),
+    )?;
+    write(
+        "draw.f64",
+        &mut corpus.draw.iter().flat_map(|x| x.to_le_bytes()),
+    )?;
+    let meta = serde_json::json!({
+        "n": corpus.len(),
+        "dim": corpus.dims,
+        "queries": corpus.queries.len(),
+        "selectivities": rows.iter().map(|r| r.selectivity).collect::<Vec<_>>(),
+    });
+    fs_err::write(dir.path().join("meta.json"), meta.to_string())?;
+    let out = dir.path().join("peers.json");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/filtered_peers.py");
+    eprintln!("peers: running {script} with {python}");
+    let status = std::process::Command::new(python)
+        .arg(script)
+        .arg("--dump")
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&out)
+        .args(["--k", &K.to_string()])
+        .args(["--m", &config.connectivity.to_string()])
+        .args(["--ef-construction", &config.expansion_add.to_string()])
+        .args(["--ef-search", &config.expansion_search.to_string()])
+        .status()
+        .with_context(|| format!("running {python}"))?;
+    anyhow::ensure!(status.success(), "the peers script failed: {status}");
+    let mut peers: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(&out)?)?;
+    let results = peers
+        .get_mut("results")
+        .and_then(|r| r.as_array_mut())
+        .map(std::mem::take)
+        .unwrap_or_default();
+    for p in results {
+        let sel = p.get("selectivity").and_then(serde_json::Value::as_f64);
+        let Some(row) = rows.iter_mut().find(|r| Some(r.selectivity) == sel) else {
+            continue;
+        };
+        let f = |k: &str| p.get(k).and_then(serde_json::Value::as_f64);
+        row.faiss_qps = f("faiss_qps");
+        row.faiss_recall = f("faiss_recall");
+        row.lancedb_qps = f("lancedb_qps");
+        row.lancedb_recall = f("lancedb_recall");
+        eprintln!(
+            "sel {:>7}: faiss {:>8.0} qps r={:.3}  lancedb {:>8.0} qps r={:.3}  ours {:>8.0} qps r={:.3}",
+            row.selectivity,
+            row.faiss_qps.unwrap_or(f64::NAN),
+            row.faiss_recall.unwrap_or(f64::NAN),
+            row.lancedb_qps.unwrap_or(f64::NAN),
+            row.lancedb_recall.unwrap_or(f64::NAN),
+            row.ours_qps,
+            row.ours_recall
+        );
+    }
+    Ok(peers)
 }
 
 /// Our snapshot write and restore, beside a bare arrow-rs write and read of the same

@@ -38,6 +38,12 @@ pub enum SearchStrategy {
         /// Beam width used.
         expansion: usize,
     },
+    /// The HNSW graph was walked without the filter and every visible chunk the walk
+    /// met was scored: a post-filter over all the walk saw, not only what it kept.
+    PostFilteredHnsw {
+        /// Beam width used.
+        beam: usize,
+    },
     /// BM25 over the visible chunks' text (the filter is checked per matching chunk).
     Lexical,
     /// Dense and lexical legs merged by reciprocal rank fusion.
@@ -50,6 +56,7 @@ impl fmt::Display for SearchStrategy {
             SearchStrategy::Empty => f.write_str("empty"),
             SearchStrategy::ExactScan => f.write_str("exact"),
             SearchStrategy::FilteredHnsw { expansion } => write!(f, "hnsw(ef={expansion})"),
+            SearchStrategy::PostFilteredHnsw { beam } => write!(f, "hnsw-post(beam={beam})"),
             SearchStrategy::Lexical => f.write_str("lexical"),
             SearchStrategy::Hybrid => f.write_str("hybrid"),
         }

@@ -22,6 +22,14 @@ pub struct IndexConfig {
     pub exact_scan_max: usize,
     /// ... or at most this fraction of all chunks.
     pub exact_scan_fraction: f64,
+    /// Filters broader than the exact scan's limit walk the graph unfiltered with a
+    /// beam of `post_filter_oversample × k / selectivity` (at least
+    /// `expansion_search`) and score the visible chunks the walk met. 0 turns this
+    /// off: every filtered walk then checks the filter at each node instead.
+    pub post_filter_oversample: f64,
+    /// The widest beam a post-filtered walk starts with; filters that would need a
+    /// wider one walk the graph with the filter checked at each node.
+    pub post_filter_max_beam: usize,
     /// The largest `k` a search accepts.
     pub max_k: usize,
     /// The largest chunk text accepted, in bytes.
@@ -109,6 +117,8 @@ impl Default for IndexConfig {
             max_concurrency: 64,
             exact_scan_max: 4096,
             exact_scan_fraction: 0.05,
+            post_filter_oversample: 1.5,
+            post_filter_max_beam: 1024,
             max_k: 1000,
             max_chunk_bytes: 1 << 20,
             compaction_fraction: 0.25,
@@ -145,6 +155,9 @@ impl IndexConfig {
         }
         if !(0.0..=1.0).contains(&self.exact_scan_fraction) {
             return bad("exact_scan_fraction must be in 0..=1");
+        }
+        if !(0.0..=1000.0).contains(&self.post_filter_oversample) {
+            return bad("post_filter_oversample must be in 0..=1000");
         }
         if self.max_k == 0 || self.max_chunk_bytes == 0 || self.filter_cache_entries == 0 {
             return bad("max_k, max_chunk_bytes and filter_cache_entries must be positive");
@@ -187,6 +200,10 @@ setters! {
     exact_scan_max: usize,
     /// Sets [`IndexConfig::exact_scan_fraction`].
     exact_scan_fraction: f64,
+    /// Sets [`IndexConfig::post_filter_oversample`].
+    post_filter_oversample: f64,
+    /// Sets [`IndexConfig::post_filter_max_beam`].
+    post_filter_max_beam: usize,
     /// Sets [`IndexConfig::max_k`].
     max_k: usize,
     /// Sets [`IndexConfig::max_chunk_bytes`].

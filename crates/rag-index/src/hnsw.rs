@@ -179,6 +179,25 @@ impl Hnsw {
         Ok(similarities(&m))
     }
 
+    /// Walks the graph as an unfiltered search with a beam of `beam`, handing `visit`
+    /// every key the walk considers for its beam (each node that lies within the
+    /// beam's radius when the walk meets it, once). That is a superset of the
+    /// unfiltered search's `beam` results: a post-filter over everything the walk
+    /// saw rather than over what it kept.
+    pub fn search_visiting(&self, q: &[f32], beam: usize, visit: impl FnMut(u32)) -> Result<()> {
+        let visit = std::cell::RefCell::new(visit);
+        let _permit = self.permits.acquire();
+        self.index
+            .filtered_search(q, beam, |key: u64| {
+                if let Ok(slot) = u32::try_from(key) {
+                    (visit.borrow_mut())(slot);
+                }
+                true
+            })
+            .map_err(|e| IndexError::usearch("search", e))?;
+        Ok(())
+    }
+
     /// Up to `count` nearest keys (the beam is at least `count` wide) among those
     /// `allowed` accepts, with their inner products.
     pub fn search(

@@ -10,7 +10,7 @@ use rag_core::{
 use crate::error::{IndexError, Result};
 use crate::filter::CompiledFilter;
 use crate::index::HnswIndex;
-use crate::kernels::{Scored, TopK, dot};
+use crate::kernels::{Scored, TopK, dot, prefetch};
 use crate::lexical::Lexical;
 use crate::state::State;
 
@@ -162,7 +162,31 @@ impl HnswIndex {
                 true,
             ));
         }
-        let expansion = self.expansion_for(visible as f64 / live.max(1) as f64, k);
+        let selectivity = visible as f64 / live.max(1) as f64;
+        if visible < live
+            && let Some(mut beam) = self.post_filter_beam(selectivity, k)
+        {
+            // Widen once, then scan: never fewer than `want` hits unless fewer exist.
+            for _ in 0..2 {
+                let found = post_filtered(state, compiled, q, k, beam)?;
+                if found.len() >= want {
+                    return Ok((found, SearchStrategy::PostFilteredHnsw { beam }, false));
+                }
+                tracing::debug!(
+                    found = found.len(),
+                    want,
+                    beam,
+                    "post-filtered walk fell short"
+                );
+                beam = beam.saturating_mul(4).min(live.max(1));
+            }
+            return Ok((
+                exact(state, compiled, q, k),
+                SearchStrategy::ExactScan,
+                true,
+            ));
+        }
+        let expansion = self.expansion_for(selectivity, k);
         let found = graph(state, compiled, q, k, expansion, visible == live)?;
         if found.len() >= want {
             Ok((found, SearchStrategy::FilteredHnsw { expansion }, false))
@@ -174,6 +198,21 @@ impl HnswIndex {
                 true,
             ))
         }
+    }
+
+    /// The beam a post-filtered walk starts with at `selectivity`, or `None` where the
+    /// walk with the filter checked at each node is used instead: post-filtering is
+    /// off, or the beam would pass `post_filter_max_beam`. A beam of `b` meets about
+    /// `b × selectivity` visible chunks among those it keeps and more among those it
+    /// passes on the way, so `oversample × k / selectivity` leaves margin for recall.
+    fn post_filter_beam(&self, selectivity: f64, k: usize) -> Option<usize> {
+        let c = &self.config;
+        if c.post_filter_oversample <= 0.0 || selectivity <= 0.0 {
+            return None;
+        }
+        let beam = (c.post_filter_oversample * k as f64 / selectivity).ceil();
+        let beam = beam.max(c.expansion_search.max(k) as f64);
+        (beam <= c.post_filter_max_beam as f64).then_some(beam as usize)
     }
 
     fn check_text<'t>(&self, text: &'t str, k: usize) -> Result<&'t str> {
@@ -291,7 +330,20 @@ fn exact(state: &State, compiled: &CompiledFilter, q: &[f32], k: usize) -> Vec<S
 
 /// Scores `slots` against `q` from the vector store into `top`.
 fn scan(top: &mut TopK, state: &State, q: &[f32], slots: &roaring::RoaringBitmap) {
+    score_slots(top, state, q, slots.iter());
+}
+
+/// Scores each slot against `q` from the vector store into `top`, prefetching the
+/// vectors a few slots ahead.
+fn score_slots(top: &mut TopK, state: &State, q: &[f32], slots: impl Iterator<Item = u32> + Clone) {
+    let mut ahead = slots.clone();
+    for slot in ahead.by_ref().take(AHEAD) {
+        prefetch(state.vectors.get(slot));
+    }
     for slot in slots {
+        if let Some(next) = ahead.next() {
+            prefetch(state.vectors.get(next));
+        }
         let score = dot(q, state.vectors.get(slot));
         if score >= top.threshold()
             && let Some(Some(rec)) = state.records.get(slot as usize)
@@ -303,6 +355,37 @@ fn scan(top: &mut TopK, state: &State, q: &[f32], slots: &roaring::RoaringBitmap
             });
         }
     }
+}
+
+/// How many vectors ahead a scan prefetches.
+const AHEAD: usize = 4;
+
+/// Walks the graph unfiltered with a beam of `beam` and scores every visible chunk
+/// the walk met from the vector store: the best `k`.
+fn post_filtered(
+    state: &State,
+    compiled: &CompiledFilter,
+    q: &[f32],
+    k: usize,
+    beam: usize,
+) -> Result<Vec<Scored>> {
+    let allowed = compiled.contains_fn();
+    let unindexed = &state.deferred.unindexed;
+    // The walk hands each node over once (its visited set). Slots are only
+    // collected inside the library's callback and scored after it returns; the
+    // filter is checked here, inside the search, for every slot.
+    let mut met = Vec::with_capacity(beam);
+    state.hnsw.search_visiting(q, beam, |slot| {
+        if allowed(slot) && !unindexed.contains(slot) {
+            met.push(slot);
+        }
+    })?;
+    let mut top = TopK::new(k);
+    score_slots(&mut top, state, q, met.iter().copied());
+    if !unindexed.is_empty() {
+        scan(&mut top, state, q, &(&compiled.allowed & unindexed));
+    }
+    Ok(top.into_sorted())
 }
 
 fn graph(

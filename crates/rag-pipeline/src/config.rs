@@ -90,6 +90,9 @@ pub struct PipelineConfig {
     pub embed_batch: usize,
     /// Documents per index upsert during ingestion.
     pub upsert_batch: usize,
+    /// Recent question embeddings remembered (per access set, by normalised text)
+    /// so that a repeated question skips the embedding model; 0 turns it off.
+    pub question_memo_entries: usize,
     /// What a query does when its audit record cannot be written (with an
     /// audit sink configured): refuse the answer by default.
     pub audit_failure: AuditFailure,
@@ -117,6 +120,7 @@ impl Default for PipelineConfig {
             shrink_retrieval_after: 0.5,
             embed_batch: 64,
             upsert_batch: 64,
+            question_memo_entries: 1024,
             audit_failure: AuditFailure::Refuse,
         }
     }

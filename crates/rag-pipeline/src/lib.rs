@@ -54,6 +54,7 @@ mod chunking;
 mod config;
 mod health;
 mod ingest;
+mod memo;
 pub mod observe;
 mod prompt;
 mod query;
@@ -87,6 +88,7 @@ pub struct Pipeline {
     audit: Option<Arc<dyn AuditSink>>,
     config: PipelineConfig,
     prompt_fingerprint: u64,
+    memo: memo::QuestionMemo,
     cache_hits: AtomicU64,
     cache_lookups: AtomicU64,
 }
@@ -211,6 +213,10 @@ impl PipelineBuilder {
             .into());
         }
         let prompt_fingerprint = self.config.prompt_fingerprint();
+        let memo = memo::QuestionMemo::new(
+            embedder.fingerprint().id(),
+            self.config.question_memo_entries,
+        );
         Ok(Pipeline {
             chunker,
             embedder,
@@ -221,6 +227,7 @@ impl PipelineBuilder {
             audit: self.audit,
             config: self.config,
             prompt_fingerprint,
+            memo,
             cache_hits: AtomicU64::new(0),
             cache_lookups: AtomicU64::new(0),
         })

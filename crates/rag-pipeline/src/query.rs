@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Pipeline, QuestionPolicy, observe, prompt};
+use super::{Pipeline, QuestionPolicy, memo, observe, prompt};
 use crate::stream::{QueryEvent, TextFilter};
 use rag_core::CacheKey;
 use rag_core::{AccessFilter, Principal};
@@ -385,19 +385,29 @@ impl Pipeline {
         let filter = clock.run("access", || self.access.resolve(principal))?;
         tracing::debug!(tenant = %filter.tenant(), user = %principal.user, "resolved");
         let mode = options.mode.unwrap_or(self.config.mode);
-        let embedding = clock.run("embed", || {
-            let mut vectors = self.embedder.embed(&[question])?;
-            match (vectors.pop(), vectors.is_empty()) {
-                (Some(v), true) => Ok(v),
-                (v, _) => Err(Error::backend(
-                    Stage::Embed,
-                    format!(
-                        "the embedder returned {} vectors for one question",
-                        vectors.len() + usize::from(v.is_some())
-                    ),
-                )),
-            }
-        })?;
+        // The embedder is always given the normalised text, so that a remembered
+        // embedding is exactly the one the model would compute.
+        let text = memo::normalise(question);
+        let remembered = self.memo.get(&filter, &text);
+        let embedding = match remembered {
+            Some(e) => clock.run("embed_memo", || Ok(e))?,
+            None => clock.run("embed", || {
+                let mut vectors = self.embedder.embed(&[text.as_str()])?;
+                match (vectors.pop(), vectors.is_empty()) {
+                    (Some(v), true) => {
+                        self.memo.put(&filter, text.clone(), &v);
+                        Ok(v)
+                    }
+                    (v, _) => Err(Error::backend(
+                        Stage::Embed,
+                        format!(
+                            "the embedder returned {} vectors for one question",
+                            vectors.len() + usize::from(v.is_some())
+                        ),
+                    )),
+                }
+            })?,
+        };
         let top_k = options.top_k.unwrap_or(self.config.top_k);
         let key = CacheKey {
             question: &embedding,

@@ -17,9 +17,11 @@ use rag_core::{Error, InvalidInput, Result};
 use rag_core::{Hit, SearchResult, SearchStrategy};
 
 /// Embeds text as a hashed bag of lowercase words: texts sharing words are close.
+/// Counts the texts it embeds (clones share the count).
 #[derive(Debug, Clone)]
 pub struct HashEmbedder {
     fingerprint: ModelFingerprint,
+    texts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl HashEmbedder {
@@ -27,7 +29,13 @@ impl HashEmbedder {
     pub fn new(dims: usize) -> Result<Self> {
         Ok(Self {
             fingerprint: ModelFingerprint::new("hash-embedder", dims, "v1")?,
+            texts: Default::default(),
         })
+    }
+
+    /// Texts embedded so far.
+    pub fn texts_embedded(&self) -> usize {
+        self.texts.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn embed_one(&self, text: &str) -> Result<Embedding> {
@@ -55,6 +63,8 @@ impl Embedder for HashEmbedder {
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+        self.texts
+            .fetch_add(texts.len(), std::sync::atomic::Ordering::SeqCst);
         texts.iter().map(|t| self.embed_one(t)).collect()
     }
 

@@ -972,3 +972,59 @@ fn writes_and_questions_need_the_service_role_for_the_tenant() {
         .unwrap();
     assert_eq!(s.pipeline.admin_index().stats().documents, 1);
 }
+
+#[test]
+fn a_repeated_question_skips_the_embedding_model_within_one_access_set() {
+    for memo in [1024, 0] {
+        let embedder = Arc::new(HashEmbedder::new(64).unwrap());
+        let config = PipelineConfig {
+            question_memo_entries: memo,
+            ..PipelineConfig::default()
+        };
+        let pipeline = Pipeline::builder()
+            .chunker(Arc::new(
+                RecursiveChunker::new(32, 4, Arc::new(WordCounter)).unwrap(),
+            ))
+            .index(Arc::new(FlatIndex::new(embedder.fingerprint().clone())))
+            .embedder(embedder.clone())
+            .cache(Arc::new(MapCache::default()))
+            .access(Arc::new(OpenResolver))
+            .generator(Arc::new(EchoGenerator::default()))
+            .config(config)
+            .build()
+            .unwrap();
+        pipeline.ingest(corpus()).unwrap();
+        let embedded = || embedder.texts_embedded();
+        let ann = Principal::new("acme", "ann").with_group("staff");
+        let bob = Principal::new("acme", "bob").with_group("hr");
+        let ask = |p: &Principal, q: &str| pipeline.query(p, q, &QueryOptions::default()).unwrap();
+
+        let before = embedded();
+        let first = ask(&ann, "Who approves expenses?");
+        assert_eq!(embedded(), before + 1);
+        // The same text up to whitespace: the memo answers, then the answer cache.
+        let again = ask(&ann, "  Who approves\n expenses?  ");
+        let stages: Vec<&str> = again.timings.iter().map(|t| t.stage).collect();
+        assert!(again.from_cache);
+        assert_eq!(again.answer, first.answer);
+        if memo > 0 {
+            assert_eq!(
+                embedded(),
+                before + 1,
+                "the model ran for a remembered question"
+            );
+            assert_eq!(stages[..3], ["access", "embed_memo", "cache_lookup"]);
+        } else {
+            assert_eq!(embedded(), before + 2);
+            assert_eq!(stages[..3], ["access", "embed", "cache_lookup"]);
+        }
+        // Another access set does not share the memo (nor the cache).
+        let n = embedded();
+        let other = ask(&bob, "Who approves expenses?");
+        assert_eq!(embedded(), n + 1);
+        assert!(!other.from_cache);
+        // Other words are another question.
+        ask(&ann, "Who approves salaries?");
+        assert_eq!(embedded(), n + 2);
+    }
+}

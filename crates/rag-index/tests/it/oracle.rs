@@ -137,6 +137,10 @@ proptest! {
                 assert_all_visible(&r, &filter, &oracle);
                 prop_assert_eq!(r.hits.len(), want.hits.len());
                 prop_assert_eq!(r.visible, want.visible);
+                let mut ids: Vec<_> = r.hits.iter().map(|h| h.chunk_id).collect();
+                ids.sort();
+                ids.dedup();
+                prop_assert_eq!(ids.len(), r.hits.len(), "a chunk returned twice");
             }
 
             // Lexical: exactly the visible chunks holding a query word are candidates.

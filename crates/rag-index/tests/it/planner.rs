@@ -25,6 +25,10 @@ fn corpus_with(every: usize, repack_min: usize) -> (HnswIndex, FlatIndex) {
         .repack_min(repack_min)
         .build()
         .unwrap();
+    corpus_of(every, config)
+}
+
+fn corpus_of(every: usize, config: IndexConfig) -> (HnswIndex, FlatIndex) {
     let index = HnswIndex::new(fingerprint(), config).unwrap();
     let oracle = FlatIndex::new(fingerprint());
     let mut rng = StdRng::seed_from_u64(7);
@@ -62,27 +66,116 @@ fn planner_scans_selective_filters_and_walks_broad_ones() {
     assert_eq!((r.strategy, r.hits.len()), (SearchStrategy::Empty, 0));
 }
 
-#[test]
-fn graph_walk_recall_on_broad_filters() {
-    let (index, oracle) = corpus(3);
+/// Recall@10 against the oracle over 50 random queries, each answered by a strategy
+/// that `expect` accepts.
+fn recall_at_10(
+    index: &HnswIndex,
+    oracle: &FlatIndex,
+    filter: &AccessFilter,
+    mode: SearchMode,
+    expect: impl Fn(SearchStrategy) -> bool,
+) -> f64 {
     let mut rng = StdRng::seed_from_u64(11);
-    let filter = AccessFilter::for_principal(&Principal::new("acme", "u").with_group("rare"));
     let mut found = 0;
+    let mut wanted = 0;
     for _ in 0..50 {
         let q = emb(&random_unit(&mut rng));
-        let want = oracle.search(&q, 10, &filter).unwrap();
-        let got = index
-            .search_with(&q, 10, &filter, SearchMode::Hnsw)
-            .unwrap();
-        assert!(matches!(got.strategy, SearchStrategy::FilteredHnsw { .. }));
+        let want = oracle.search(&q, 10, filter).unwrap();
+        let got = index.search_with(&q, 10, filter, mode).unwrap();
+        assert!(expect(got.strategy), "{:?}", got.strategy);
+        assert_eq!(got.hits.len(), want.hits.len());
+        wanted += want.hits.len();
         found += got
             .hits
             .iter()
             .filter(|h| want.hits.iter().any(|w| w.chunk_id == h.chunk_id))
             .count();
     }
-    let recall = found as f64 / 500.0;
-    assert!(recall >= 0.95, "recall@10 {recall}");
+    found as f64 / wanted as f64
+}
+
+fn node_filter_config() -> IndexConfig {
+    IndexConfig::builder()
+        .max_concurrency(4)
+        .exact_scan_max(64)
+        .exact_scan_fraction(0.0)
+        .post_filter_oversample(0.0)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn graph_walk_recall_on_broad_filters() {
+    let rare = AccessFilter::for_principal(&Principal::new("acme", "u").with_group("rare"));
+    let post = |s| matches!(s, SearchStrategy::PostFilteredHnsw { .. });
+    let walk = |s| matches!(s, SearchStrategy::FilteredHnsw { .. });
+    // A third and a tenth visible: the planner post-filters an unfiltered walk.
+    for every in [3, 10] {
+        let (index, oracle) = corpus(every);
+        for mode in [SearchMode::Auto, SearchMode::Hnsw] {
+            let recall = recall_at_10(&index, &oracle, &rare, mode, post);
+            assert!(
+                recall >= 0.95,
+                "1/{every} visible, post-filtered: recall@10 {recall}"
+            );
+        }
+        // With post-filtering off, the walk checks the filter at each node.
+        let (index, oracle) = corpus_of(every, node_filter_config());
+        let recall = recall_at_10(&index, &oracle, &rare, SearchMode::Auto, walk);
+        assert!(
+            recall >= 0.95,
+            "1/{every} visible, node filter: recall@10 {recall}"
+        );
+    }
+}
+
+#[test]
+fn a_post_filtered_walk_that_finds_too_few_widens_then_scans() {
+    // 1% visible with almost no oversampling: the first beam meets about one visible
+    // chunk, the widened one a few, so the search must end in an exact scan.
+    let config = IndexConfig::builder()
+        .max_concurrency(4)
+        .exact_scan_max(0)
+        .exact_scan_fraction(0.0)
+        .post_filter_oversample(0.01)
+        .build()
+        .unwrap();
+    let (index, oracle) = corpus_of(100, config);
+    let rare = AccessFilter::for_principal(&Principal::new("acme", "u").with_group("rare"));
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut scans = 0;
+    for _ in 0..20 {
+        let q = emb(&random_unit(&mut rng));
+        let got = index.search_with(&q, 10, &rare, SearchMode::Auto).unwrap();
+        assert_eq!(got.hits.len(), 10);
+        if got.strategy == SearchStrategy::ExactScan {
+            scans += 1;
+            assert!(got.exhaustive);
+            assert_same_ranking(&got, &oracle.search(&q, 10, &rare).unwrap());
+        } else {
+            assert!(matches!(
+                got.strategy,
+                SearchStrategy::PostFilteredHnsw { .. }
+            ));
+        }
+    }
+    assert!(scans > 0, "no post-filtered walk fell short");
+    // A filter too narrow for any beam under the limit walks with the node filter.
+    let config = IndexConfig::builder()
+        .max_concurrency(4)
+        .exact_scan_max(0)
+        .exact_scan_fraction(0.0)
+        .post_filter_max_beam(100)
+        .build()
+        .unwrap();
+    let (index, _) = corpus_of(100, config);
+    let q = emb(&random_unit(&mut rng));
+    let got = index.search_with(&q, 10, &rare, SearchMode::Auto).unwrap();
+    assert!(matches!(
+        got.strategy,
+        SearchStrategy::FilteredHnsw { .. } | SearchStrategy::ExactScan
+    ));
+    assert_eq!(got.hits.len(), 10);
 }
 
 #[test]
