@@ -10,6 +10,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use rag_benches::corpus::Corpus;
 use rag_core::Embedding;
 
+/// Whether bit `k` of `bits` is set.
+fn has_bit(bits: &[u64], k: u64) -> bool {
+    bits.get(k as usize / 64)
+        .is_some_and(|w| w & (1 << (k % 64)) != 0)
+}
+
 fn search(c: &mut Criterion) {
     let corpus = common::corpus();
     let index = common::build(&corpus);
@@ -43,16 +49,8 @@ fn search(c: &mut Criterion) {
         bits
     };
     let (allowed, allowed_30) = (bitmap(0.01), bitmap(0.3));
-    let is_allowed = |k: u64| {
-        allowed
-            .get(k as usize / 64)
-            .is_some_and(|w| w & (1 << (k % 64)) != 0)
-    };
-    let is_allowed_30 = |k: u64| {
-        allowed_30
-            .get(k as usize / 64)
-            .is_some_and(|w| w & (1 << (k % 64)) != 0)
-    };
+    let is_allowed = |k: u64| has_bit(&allowed, k);
+    let is_allowed_30 = |k: u64| has_bit(&allowed_30, k);
 
     let mut g = c.benchmark_group("search_unfiltered");
     let mut i = 0;

@@ -190,6 +190,14 @@ fn bad_k_and_bad_config() {
             .build()
             .is_err()
     );
+    for oversample in [-1.0, f64::NAN, f64::INFINITY] {
+        assert!(matches!(
+            IndexConfig::builder()
+                .post_filter_oversample(oversample)
+                .build(),
+            Err(InvalidInput::Config { .. })
+        ));
+    }
     assert_intact(&index);
 }
 
